@@ -1,0 +1,5 @@
+"""Allow ``python -m reaper``."""
+
+from reaper.cli import main
+
+raise SystemExit(main())

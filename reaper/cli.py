@@ -1,0 +1,82 @@
+"""Command line: parse arguments, dispatch to a command, map failures to exit codes.
+
+Every behaviour is configured by environment variables; flags exist only for output format and for
+the emulator (SPEC section 1). Each command lives in a module of its own and is imported only when
+it runs, so ``reaper emulator`` never pays for the daemon's imports and the reverse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from reaper import __version__
+
+EX_OK: Final = 0
+EX_FAILED: Final = 1
+EX_SAFETY_STOP: Final = 3
+EX_USAGE: Final = 64
+EX_CONFIG: Final = 78
+
+# command -> "module:function"; the function takes the parsed arguments and returns an exit code.
+_HANDLERS: Final = {
+    "run": "reaper.commands.run:main",
+    "once": "reaper.commands.once:main",
+    "plan": "reaper.commands.plan:main",
+    "explain": "reaper.commands.explain:main",
+    "check-config": "reaper.commands.check_config:main",
+    "emulator": "reaper.emulator.cli:main",
+    "demo": "reaper.commands.demo:main",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser for every command of SPEC section 1."""
+    parser = argparse.ArgumentParser(
+        prog="reaper",
+        description="Keep Anthropic Message Batches tidy. Configured by environment variables.",
+    )
+    parser.add_argument("--version", action="version", version=f"batch-reaper {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", help="the daemon: metrics, health, a cycle at start and on schedule")
+    sub.add_parser("once", help="one cycle, then exit (0 done, 1 failed, 3 safety stop)")
+    plan = sub.add_parser("plan", help="list and decide, change nothing")
+    plan.add_argument("--json", action="store_true", help="JSON Lines and a summary object")
+    plan.add_argument("--all", action="store_true", help="also show the batches that are kept")
+    explain = sub.add_parser("explain", help="why one batch gets its action, rule by rule")
+    explain.add_argument("batch_id", metavar="BATCH_ID")
+    explain.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    sub.add_parser("check-config", help="validate the environment, print effective settings")
+    sub.add_parser("demo", help="the main job against an embedded emulator, no set-up needed")
+
+    emulator = sub.add_parser("emulator", help="serve the Message Batches API emulator")
+    from reaper.emulator.options import add_arguments  # light module: flag definitions only
+
+    add_arguments(emulator)
+    return parser
+
+
+def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
+    module_name, _, function_name = target.partition(":")
+    handler: Callable[[argparse.Namespace], int] = getattr(
+        importlib.import_module(module_name), function_name
+    )
+    return handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``reaper`` command line and return its exit code."""
+    args = build_parser().parse_args(argv)
+    from reaper.settings import ConfigError
+
+    try:
+        return _resolve(_HANDLERS[args.command])(args)
+    except ConfigError as exc:
+        print(f"reaper: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""The commands of ``reaper``: one module per command, each with ``main(args) -> int``."""

@@ -1,0 +1,99 @@
+"""``reaper explain BATCH_ID``: the decision for one batch and, rule by rule, why.
+
+Lists each workspace in turn until the batch turns up (keep-last and the guards depend on the
+whole listing), then prints the decision, every rule's verdict with the numbers (its age, the
+threshold), and what the guards would do. Exit 0; 1 when the batch is not listed or the listing
+fails; 78 for a bad environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from typing import TextIO
+
+from reaper.cli import EX_FAILED, EX_OK
+from reaper.client import ApiError, BatchClient
+from reaper.commands.plan import BatchLister, configure_command_logging
+from reaper.logs import flush_logging
+from reaper.models import Batch, ModelError
+from reaper.policy import Explanation, Policy, explain
+from reaper.report import explanation_record, format_explanation, workspace_name
+from reaper.settings import Settings, load_settings
+
+
+def main(args: argparse.Namespace) -> int:
+    """Explain one batch's decision; return the exit code."""
+    settings = load_settings(require_key=True)
+    configure_command_logging(settings)
+    try:
+        return asyncio.run(
+            run_explain(
+                settings,
+                args.batch_id,
+                now=datetime.now(UTC),
+                json_output=args.json,
+                out=sys.stdout,
+                err=sys.stderr,
+            )
+        )
+    finally:
+        flush_logging()
+
+
+async def find_explanation(
+    settings: Settings, client: BatchLister, batch_id: str, now: datetime
+) -> Explanation | None:
+    """List workspace after workspace until ``batch_id`` shows up; explain it there."""
+    policy = Policy.from_settings(settings)
+    for workspace in settings.workspaces:
+        batches: list[Batch] = []
+        async for page in client.list_pages(workspace):
+            batches.extend(page)
+        found = explain(batch_id, batches, now, policy, workspace=workspace)
+        if found is not None:
+            return found
+    return None
+
+
+async def run_explain(
+    settings: Settings,
+    batch_id: str,
+    *,
+    now: datetime,
+    json_output: bool,
+    out: TextIO,
+    err: TextIO,
+    client: BatchLister | None = None,
+) -> int:
+    """Explain ``batch_id`` with ``client`` (a BatchClient from the settings if None)."""
+    try:
+        if client is not None:
+            found = await find_explanation(settings, client, batch_id, now)
+        else:
+            async with BatchClient.from_settings(settings) as own:
+                found = await find_explanation(settings, own, batch_id, now)
+    except (ApiError, ModelError) as exc:
+        print(f"reaper: listing failed: {exc}", file=err)
+        return EX_FAILED
+    if found is None:
+        searched = ", ".join(workspace_name(w) for w in settings.workspaces)
+        print(f"reaper: batch {batch_id} is not listed in workspace(s) {searched}", file=err)
+        return EX_FAILED
+    dry_run = (
+        "REAPER_DRY_RUN=true: run and once would only report this"
+        if settings.dry_run
+        else "REAPER_DRY_RUN=false: run and once would do this"
+    )
+    if json_output:
+        record = explanation_record(found)
+        record["dry_run"] = settings.dry_run
+        out.write(json.dumps(record) + "\n")
+    else:
+        out.write(format_explanation(found))
+        out.write(dry_run + "\n")
+    out.flush()
+    return EX_OK

@@ -1,0 +1,103 @@
+"""``reaper plan``: list every batch of every workspace, decide, change nothing.
+
+A table for people (actionable batches; ``--all`` adds the kept ones) with a summary by action and
+rule and what the guards would do, or ``--json``: JSON Lines, one object per batch that gets a
+cancel or delete (``--all``: every batch), then one summary object. Exit 0, 1 when the listing
+fails (one line on stderr, no traceback), 78 for a bad environment (via ConfigError).
+
+Logs (retries, say) go to stderr so that stdout carries nothing but the plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Protocol, TextIO
+
+from reaper.cli import EX_FAILED, EX_OK
+from reaper.client import ApiError, BatchClient
+from reaper.logs import configure_logging, flush_logging
+from reaper.models import Batch, ModelError
+from reaper.policy import Plan, Planner, Policy
+from reaper.report import format_plan_table, plan_json_lines
+from reaper.settings import Settings, load_settings
+
+
+class BatchLister(Protocol):
+    """What planning needs from a client: every page of a workspace's listing."""
+
+    def list_pages(self, workspace: str | None) -> AsyncIterator[list[Batch]]: ...
+
+
+def main(args: argparse.Namespace) -> int:
+    """List, decide and print the plan; return the exit code."""
+    settings = load_settings(require_key=True)
+    configure_command_logging(settings)
+    try:
+        return asyncio.run(
+            run_plan(
+                settings,
+                now=datetime.now(UTC),
+                json_output=args.json,
+                show_all=args.all,
+                out=sys.stdout,
+                err=sys.stderr,
+            )
+        )
+    finally:
+        flush_logging()
+
+
+def configure_command_logging(settings: Settings) -> None:
+    """Send logs to stderr: stdout is the command's output (a table or JSON Lines)."""
+    key = settings.api_key_value()
+    configure_logging(
+        settings.log_level, settings.log_format, secrets=[key] if key else [], stream=sys.stderr
+    )
+
+
+async def collect_plans(
+    settings: Settings, client: BatchLister, now: datetime, *, record_kept: bool = False
+) -> list[Plan]:
+    """List every workspace page by page and plan each on its own (SPEC section 3)."""
+    policy = Policy.from_settings(settings)
+    plans = []
+    for workspace in settings.workspaces:
+        planner = Planner(policy, now, workspace=workspace, record_kept=record_kept)
+        async for page in client.list_pages(workspace):
+            planner.add(page)
+        plans.append(planner.finish(complete=True))
+    return plans
+
+
+async def run_plan(
+    settings: Settings,
+    *,
+    now: datetime,
+    json_output: bool,
+    show_all: bool,
+    out: TextIO,
+    err: TextIO,
+    client: BatchLister | None = None,
+) -> int:
+    """Plan with ``client`` (a BatchClient from the settings if None) and print the result."""
+    try:
+        if client is not None:
+            plans = await collect_plans(settings, client, now, record_kept=show_all)
+        else:
+            async with BatchClient.from_settings(settings) as own:
+                plans = await collect_plans(settings, own, now, record_kept=show_all)
+    except (ApiError, ModelError) as exc:
+        print(f"reaper: listing failed: {exc}", file=err)
+        return EX_FAILED
+    if json_output:
+        for line in plan_json_lines(plans, include_kept=show_all):
+            out.write(line + "\n")
+    else:
+        out.write(format_plan_table(plans, include_kept=show_all))
+        out.write("Nothing was changed: plan only lists and decides.\n")
+    out.flush()
+    return EX_OK

@@ -1,0 +1,136 @@
+"""``reaper run``: the daemon, wired: settings, logs, client, archiver, cycle and the shell.
+
+``reaper.daemon.run_daemon`` serves metrics and health and runs the cycle job at start and on the
+schedule until SIGTERM/SIGINT; this module builds that job from ``reaper.cycle.run_cycle``. The
+daemon turns ready (``/readyz`` 200) as soon as a cycle has listed a workspace completely, not
+only when the whole cycle is over: a first cycle with a long backlog of deletions can take hours,
+and the reaper is doing its job meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from reaper.archive import Archiver
+from reaper.client import BatchClient
+from reaper.cycle import CycleClient, CycleReport, run_cycle
+from reaper.daemon import run_daemon
+from reaper.logs import configure_logging, flush_logging
+from reaper.metrics import Metrics
+from reaper.progress import LogProgress, Progress
+from reaper.server import Health
+from reaper.settings import Settings, load_settings
+
+
+class ReadinessProgress:
+    """Pass a cycle's progress on, and mark the daemon ready once a listing is complete.
+
+    The cycle reports the actions it plans only after a workspace's listing has been read to
+    the end (an incomplete listing plans nothing), so the first ``planned`` call is the proof.
+    """
+
+    def __init__(self, health: Health, inner: Progress | None = None) -> None:
+        self._health = health
+        self._inner = inner
+
+    def listed(self, workspace: str | None, pages: int, batches: int) -> None:
+        """Pass on the listing's progress."""
+        if self._inner is not None:
+            self._inner.listed(workspace, pages, batches)
+
+    def planned(self, actions: int) -> None:
+        """Mark the daemon ready and pass on the number of actions planned."""
+        self._health.mark_listed()
+        if self._inner is not None:
+            self._inner.planned(actions)
+
+    def acted(self, actions: int = 1) -> None:
+        """Pass on the actions finished."""
+        if self._inner is not None:
+            self._inner.acted(actions)
+
+    def close(self) -> None:
+        """Finish the inner report."""
+        if self._inner is not None:
+            self._inner.close()
+
+
+def utc_now() -> datetime:
+    """Return the current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def build_archiver(
+    settings: Settings, metrics: Metrics, now: Callable[[], datetime]
+) -> Archiver | None:
+    """Return the archiver of ``REAPER_ARCHIVE_DIR``, or None when no archive is configured."""
+    if settings.archive_dir is None:
+        return None
+    return Archiver(
+        settings.archive_dir, missing=settings.archive_missing, metrics=metrics, now=now
+    )
+
+
+def cycle_job(
+    settings: Settings,
+    client: CycleClient,
+    *,
+    metrics: Metrics,
+    health: Health,
+    now: Callable[[], datetime] = utc_now,
+    archiver: Archiver | None = None,
+) -> Callable[[], Awaitable[str]]:
+    """Return the daemon's job: one cycle, its outcome as the label ``reaper_cycles_total`` uses."""
+
+    async def job() -> str:
+        report: CycleReport = await run_cycle(
+            settings,
+            client,
+            metrics=metrics,
+            now=now,
+            # A new reporter per cycle: its tallies are one cycle's.
+            progress=ReadinessProgress(health, LogProgress()),
+            archiver=archiver,
+        )
+        return report.outcome.value
+
+    return job
+
+
+async def serve(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    health: Health | None = None,
+    stop_event: asyncio.Event | None = None,
+    install_signal_handlers: bool = True,
+) -> int:
+    """Run the daemon until stopped and return its exit code (0, or 69: metrics port unusable)."""
+    metrics = metrics if metrics is not None else Metrics()
+    health = health if health is not None else Health()
+    archiver = build_archiver(settings, metrics, utc_now)
+    async with BatchClient.from_settings(settings, metrics=metrics) as client:
+        job = cycle_job(settings, client, metrics=metrics, health=health, archiver=archiver)
+        return await run_daemon(
+            settings,
+            job,
+            metrics=metrics,
+            health=health,
+            stop_event=stop_event,
+            install_signal_handlers=install_signal_handlers,
+        )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the daemon with the environment's settings; return 0 after SIGTERM/SIGINT."""
+    del args  # `run` has no flags: everything comes from the environment
+    settings = load_settings()
+    key = settings.api_key_value()
+    configure_logging(settings.log_level, settings.log_format, secrets=[key] if key else [])
+    try:
+        return asyncio.run(serve(settings))
+    finally:
+        flush_logging()

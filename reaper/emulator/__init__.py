@@ -1,0 +1,11 @@
+"""A faithful emulator of the Anthropic Message Batches API (SPEC section 6).
+
+The package is split by job: ``records`` (one batch, times and ids), ``faults`` (the fault
+configuration and the rate limiter), ``state`` (the store and the lifecycle), ``seed`` (seed files
+and the random mix), ``results`` (JSON Lines results), ``app`` (the ``/v1`` API), ``control`` (the
+``/_emulator`` test surface), ``cli`` (``reaper emulator``) and ``testing`` (helpers for tests).
+
+This ``__init__`` imports nothing: ``reaper.cli`` loads ``reaper.emulator.options`` for every
+command, and that must stay cheap. The emulator never imports the reaper's own modules: it stands
+for the real API and must not share the reaper's mistakes.
+"""

@@ -1,0 +1,315 @@
+"""The emulator's ASGI app: the six Message Batches endpoints under ``/v1`` and the control surface.
+
+Every ``/v1`` request goes through the same steps, in the order the real API plausibly applies them:
+latency, authentication (401, without a workspace header), workspace (403 for one the key may not
+use), ``anthropic-version`` (400 when absent, any value accepted), the RPM limit (429), injected
+faults (500/529/429/404), then the operation. Every response, errors included, carries
+``request-id`` and ``anthropic-organization-id``; every one after authentication also
+``anthropic-workspace-id``; while an RPM limit is on, the ``anthropic-ratelimit-requests-*`` trio.
+The control surface is mounted at ``/_emulator`` (see ``reaper.emulator.control``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
+from typing import Any, Final
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Mount, Route
+
+from reaper.emulator import control
+from reaper.emulator.records import ENDED, format_us, to_us
+from reaper.emulator.results import ABORT, CORRUPT, SHORT, TRUNCATE, result_chunks
+from reaper.emulator.state import EmulatorState, RequestRejected, invalid, not_found
+
+JSON: Final = "application/json"
+JSONL: Final = "application/x-jsonl"
+_LIMIT: Final = re.compile(r"[0-9]{1,7}")
+_ID_ENDPOINTS: Final = frozenset({"retrieve", "cancel", "delete", "results"})
+
+
+def dumps(data: Any) -> bytes:
+    """Serialise compactly (fast, and the byte size of a page stays honest)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def create_app(state: EmulatorState) -> Starlette:
+    """Build the ASGI app serving ``state`` over ``/v1`` and ``/_emulator``."""
+    api = _Api(state)
+    routes = [
+        Route("/v1/messages/batches", api.collection, methods=["GET", "POST"]),
+        Route("/v1/messages/batches/{batch_id}", api.item, methods=["GET", "DELETE"]),
+        Route("/v1/messages/batches/{batch_id}/cancel", api.cancel, methods=["POST"]),
+        Route("/v1/messages/batches/{batch_id}/results", api.results, methods=["GET"]),
+        Mount("/_emulator", routes=control.routes(state)),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: api.unrouted})
+
+
+Operation = Callable[[Request, str, str], Response]
+
+
+class _Api:
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    # -- routes -----------------------------------------------------------------------------
+
+    async def collection(self, request: Request) -> Response:
+        if request.method == "POST":
+            body = await request.body()
+            return await self._serve(
+                request, "create", None, lambda r, w, o: self._create(body, w, o)
+            )
+        return await self._serve(request, "list", None, self._list)
+
+    async def item(self, request: Request) -> Response:
+        batch_id = request.path_params["batch_id"]
+        if request.method == "DELETE":
+            return await self._serve(request, "delete", batch_id, self._delete)
+        return await self._serve(request, "retrieve", batch_id, self._retrieve)
+
+    async def cancel(self, request: Request) -> Response:
+        # The SDK sends Content-Type: application/json with an empty body: the body is ignored.
+        return await self._serve(request, "cancel", request.path_params["batch_id"], self._cancel)
+
+    async def results(self, request: Request) -> Response:
+        return await self._serve(request, "results", request.path_params["batch_id"], self._results)
+
+    async def unrouted(self, request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        rejected = (
+            RequestRejected(405, "invalid_request_error", f"Method {request.method} not allowed.")
+            if status == 405
+            else RequestRejected(404, "not_found_error", f"Not found: {request.url.path}")
+        )
+        request_id = self.state.request_id()
+        response = self._error(rejected, request_id)
+        response.headers["anthropic-organization-id"] = self.state.organization_id
+        self.state.stats.record("other", response.status_code, request_id)
+        return response
+
+    # -- the common path --------------------------------------------------------------------
+
+    async def _serve(
+        self, request: Request, endpoint: str, batch_id: str | None, operation: Operation
+    ) -> Response:
+        state = self.state
+        faults = state.faults
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        request_id = state.request_id()
+        headers = {"anthropic-organization-id": state.organization_id}
+        workspace: str | None = None
+        try:
+            self._authenticate(request)
+            workspace = state.resolve_workspace(request.headers.get("anthropic-workspace-id"))
+            headers["anthropic-workspace-id"] = workspace
+            if "anthropic-version" not in request.headers:
+                raise invalid("anthropic-version: header is required")
+            self._rate_limit(headers)
+            self._inject(endpoint, batch_id, workspace)
+            origin = f"{request.url.scheme}://{request.url.netloc}"
+            response = operation(request, workspace, origin)
+        except RequestRejected as exc:
+            response = self._error(exc, request_id)
+        response.headers.update(headers)
+        response.headers["request-id"] = request_id
+        state.stats.record(
+            endpoint, response.status_code, request_id, batch_id=batch_id, workspace=workspace
+        )
+        return response
+
+    def _authenticate(self, request: Request) -> None:
+        key = self.state.api_key
+        if key is None:
+            return
+        given = request.headers.get("x-api-key")
+        if given is None:
+            authorization = request.headers.get("authorization", "")
+            scheme, _, token = authorization.partition(" ")
+            given = token.strip() if scheme.lower() == "bearer" else None
+        if given is None:
+            raise RequestRejected(401, "authentication_error", "x-api-key header is required")
+        if not hmac.compare_digest(given.encode(), key.encode()):
+            raise RequestRejected(401, "authentication_error", "invalid x-api-key")
+
+    def _rate_limit(self, headers: dict[str, str]) -> None:
+        state = self.state
+        verdict = state.take_token()
+        if verdict is None:
+            return
+        allowed, remaining, full_seconds, retry_after = verdict
+        headers["anthropic-ratelimit-requests-limit"] = str(state.faults.rate_limit_rpm)
+        headers["anthropic-ratelimit-requests-remaining"] = str(remaining)
+        reset = state.now() + timedelta(seconds=full_seconds)
+        headers["anthropic-ratelimit-requests-reset"] = format_us(to_us(reset))[:-8] + "Z"
+        if allowed:
+            return
+        extra = self._retry_hint()
+        if state.faults.rate_limit_retry_after:
+            extra["retry-after"] = str(retry_after)
+        raise RequestRejected(
+            429,
+            "rate_limit_error",
+            "Number of request tokens has exceeded your per-minute rate limit "
+            f"({state.faults.rate_limit_rpm} requests per minute). Please retry later.",
+            headers=extra,
+        )
+
+    def _retry_hint(self) -> dict[str, str]:
+        should_retry = self.state.faults.should_retry
+        return {} if should_retry is None else {"x-should-retry": str(should_retry).lower()}
+
+    def _inject(self, endpoint: str, batch_id: str | None, workspace: str) -> None:
+        state = self.state
+        faults = state.faults
+        if state.roll(faults.error_rate, endpoint):
+            if state.pick(faults.overloaded_share):
+                raise RequestRejected(
+                    529, "overloaded_error", "Overloaded", headers=self._retry_hint()
+                )
+            raise RequestRejected(
+                500, "api_error", "Internal server error", headers=self._retry_hint()
+            )
+        if state.roll(faults.throttle_rate, endpoint):
+            raise RequestRejected(
+                429,
+                "rate_limit_error",
+                "Your request rate is increasing too quickly; ramp up gradually.",
+                headers=self._retry_hint(),
+                error_code=faults.throttle_error_code,
+            )
+        if batch_id is None or endpoint not in _ID_ENDPOINTS:
+            return
+        if batch_id in faults.not_found_ids and state.roll(1.0):
+            raise not_found(batch_id)
+        if state.roll(faults.not_found_rate, endpoint):
+            raise not_found(batch_id)
+        if faults.not_found_young_seconds:
+            record = state.find(batch_id)
+            young = to_us(state.now()) - int(faults.not_found_young_seconds * 1_000_000)
+            if (
+                record is not None
+                and record.workspace == workspace
+                and record.created > young
+                and state.roll(1.0)
+            ):
+                raise not_found(batch_id)
+
+    @staticmethod
+    def _error(exc: RequestRejected, request_id: str) -> Response:
+        response = Response(dumps(exc.body(request_id)), status_code=exc.status, media_type=JSON)
+        response.headers.update(exc.headers)
+        response.headers["request-id"] = request_id
+        return response
+
+    # -- operations -------------------------------------------------------------------------
+
+    def _create(self, body: bytes, workspace: str, origin: str) -> Response:
+        try:
+            data = json.loads(body) if body.strip() else None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise invalid(f"Request body is not valid JSON: {exc}") from None
+        if data is None:
+            raise invalid("requests: Field required")
+        record = self.state.create(workspace, data)
+        return Response(dumps(record.render(self.state.now_us(), origin)), media_type=JSON)
+
+    def _retrieve(self, request: Request, workspace: str, origin: str) -> Response:
+        record = self.state.get(workspace, request.path_params["batch_id"])
+        return Response(dumps(record.render(self.state.now_us(), origin)), media_type=JSON)
+
+    def _cancel(self, request: Request, workspace: str, origin: str) -> Response:
+        record = self.state.cancel(workspace, request.path_params["batch_id"])
+        return Response(dumps(record.render(self.state.now_us(), origin)), media_type=JSON)
+
+    def _delete(self, request: Request, workspace: str, origin: str) -> Response:
+        batch_id = request.path_params["batch_id"]
+        self.state.delete(workspace, batch_id)
+        return Response(dumps({"id": batch_id, "type": "message_batch_deleted"}), media_type=JSON)
+
+    def _list(self, request: Request, workspace: str, origin: str) -> Response:
+        query = request.query_params
+        raw_limit = query.get("limit")
+        if raw_limit is None:
+            limit = 20
+        elif _LIMIT.fullmatch(raw_limit) and 1 <= int(raw_limit) <= 1000:
+            limit = int(raw_limit)
+        else:
+            raise invalid(f"limit: Input should be an integer from 1 to 1000, got {raw_limit!r}")
+        page = self.state.page(
+            workspace, limit, query.get("after_id") or None, query.get("before_id") or None
+        )
+        now = self.state.now_us()
+        data = [record.render(now, origin) for record in page.records]
+        self._damage_batches(data)
+        body = dumps(
+            {
+                "data": data,
+                "has_more": page.has_more,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        )
+        state = self.state
+        if state.roll(state.faults.malformed_list_rate, "list"):
+            body = body[: len(body) // 2] + b"}}<!-- upstream connection reset -->"
+        elif state.roll(state.faults.truncated_list_rate, "list"):
+            body = body[: len(body) // 2]
+        return Response(body, media_type=JSON)
+
+    def _damage_batches(self, data: list[dict[str, Any]]) -> None:
+        state = self.state
+        faults = state.faults
+        if not (faults.unknown_status_rate or faults.missing_fields_rate):
+            return
+        for batch in data:
+            if state.roll(faults.unknown_status_rate, "list"):
+                batch["processing_status"] = faults.unknown_status
+            if state.roll(faults.missing_fields_rate, "list"):
+                for name in faults.missing_fields:
+                    batch.pop(name, None)
+
+    def _results(self, request: Request, workspace: str, origin: str) -> Response:
+        batch_id = request.path_params["batch_id"]
+        state = self.state
+        record = state.get(workspace, batch_id)
+        if record.status != ENDED:
+            raise RequestRejected(
+                404,
+                "not_found_error",
+                f"Results for message batch {batch_id} are not available until it has ended.",
+            )
+        if record.is_archived(state.now_us()):
+            raise RequestRejected(
+                404,
+                "not_found_error",
+                f"Results for message batch {batch_id} are no longer available (archived).",
+            )
+        faults = state.faults
+        mode = None
+        for ids, name in (
+            (faults.results_abort_ids, ABORT),
+            (faults.results_truncate_ids, TRUNCATE),
+            (faults.results_short_ids, SHORT),
+            (faults.results_corrupt_ids, CORRUPT),
+        ):
+            if batch_id in ids:
+                mode = name
+                break
+        return StreamingResponse(_aiter(result_chunks(record, mode)), media_type=JSONL)
+
+
+async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    # Each chunk is generated in well under a millisecond: no thread pool needed.
+    for chunk in chunks:
+        yield chunk

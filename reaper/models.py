@@ -1,0 +1,112 @@
+"""Typed models of the Message Batches API objects the reaper reads.
+
+Pure data: no I/O, no clock. ``processing_status`` stays a plain string so that a status the API
+adds later is carried through (and kept by the policy) instead of failing the whole listing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+IN_PROGRESS: Final = "in_progress"
+CANCELING: Final = "canceling"
+ENDED: Final = "ended"
+KNOWN_STATUSES: Final = frozenset({IN_PROGRESS, CANCELING, ENDED})
+
+
+class ModelError(ValueError):
+    """An API object lacks a field the reaper needs, or has one it cannot read."""
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an RFC 3339 timestamp (``...Z`` or with an offset) into an aware UTC datetime."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp without a time zone: {value!r}")
+    return parsed.astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """Format an aware datetime the way the API does: UTC, microseconds, ``Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCounts:
+    """Tallies of a batch's requests by state; only ``processing`` is non-zero until it ends."""
+
+    processing: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    canceled: int = 0
+    expired: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.processing + self.succeeded + self.errored + self.canceled + self.expired
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> RequestCounts:
+        return cls(
+            processing=int(data.get("processing", 0)),
+            succeeded=int(data.get("succeeded", 0)),
+            errored=int(data.get("errored", 0)),
+            canceled=int(data.get("canceled", 0)),
+            expired=int(data.get("expired", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One message batch as listed, plus the workspace it was listed in (None: the key's own)."""
+
+    id: str
+    processing_status: str
+    created_at: datetime
+    request_counts: RequestCounts
+    expires_at: datetime | None = None
+    ended_at: datetime | None = None
+    cancel_initiated_at: datetime | None = None
+    archived_at: datetime | None = None
+    results_url: str | None = None
+    workspace: str | None = None
+
+    @property
+    def has_failures(self) -> bool:
+        """True when any request errored or expired (rule 6's retention applies)."""
+        return self.request_counts.errored + self.request_counts.expired > 0
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any], workspace: str | None = None) -> Batch:
+        """Build a Batch from the API's JSON object; raise ModelError when it cannot be read."""
+        try:
+            batch_id = data["id"]
+            status = data["processing_status"]
+            if not isinstance(batch_id, str) or not batch_id:
+                raise ModelError(f"batch id is not a non-empty string: {batch_id!r}")
+            if not isinstance(status, str):
+                raise ModelError(f"batch {batch_id}: processing_status is not a string")
+            counts = data.get("request_counts") or {}
+            return cls(
+                id=batch_id,
+                processing_status=status,
+                created_at=parse_time(data["created_at"]),
+                request_counts=RequestCounts.from_api(counts),
+                expires_at=_optional_time(data.get("expires_at")),
+                ended_at=_optional_time(data.get("ended_at")),
+                cancel_initiated_at=_optional_time(data.get("cancel_initiated_at")),
+                archived_at=_optional_time(data.get("archived_at")),
+                results_url=data.get("results_url"),
+                workspace=workspace,
+            )
+        except ModelError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"unreadable batch object: {type(exc).__name__}: {exc}") from exc
+
+
+def _optional_time(value: Any) -> datetime | None:
+    return None if value is None else parse_time(value)

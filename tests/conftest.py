@@ -1,0 +1,19 @@
+"""Shared fixtures. Helpers: only ADD fixtures here, never change existing ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from reaper.metrics import Metrics
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run anyio-marked async tests on asyncio only (the daemon's loop)."""
+    return "asyncio"
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    """Give each test a fresh registry so counts never leak between tests."""
+    return Metrics()
