@@ -347,8 +347,9 @@ class BatchClient:
         The initial response is retried like any call; a failure mid-stream is not (the caller
         restarts the download) and surfaces as ConnectionFailed. The request counts as in flight
         until the block exits. A batch without ``results_url`` raises NotFoundError with status
-        None (no request is made). ``results_url`` is followed as given when absolute (as the SDK
-        does), else joined to the base URL.
+        None (no request is made). ``results_url`` is followed as given when it is on the base
+        URL's origin (as the SDK does) or relative; on any other origin only its path is asked of
+        the base URL, so the key is never sent to a host the operator did not configure.
         """
         if not batch.results_url:
             raise NotFoundError(
@@ -357,7 +358,7 @@ class BatchClient:
         response = await self._request(
             "results",
             "GET",
-            batch.results_url,
+            self._same_origin(batch.results_url),
             workspace=batch.workspace,
             batch_id=batch.id,
             stream=True,
@@ -369,6 +370,18 @@ class BatchClient:
                 await response.aclose()
             finally:
                 self._semaphore.release()
+
+    def _same_origin(self, url: str) -> str:
+        """Return ``url`` if relative or on the base URL's origin, else its path and query."""
+        target = httpx.URL(url)
+        base = self._http.base_url
+        if not target.is_absolute_url or (target.scheme, target.host, target.port) == (
+            base.scheme,
+            base.host,
+            base.port,
+        ):
+            return url
+        return target.raw_path.decode("ascii")
 
     # -- the attempt loop --------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,7 +22,7 @@ from reaper.client import (
     RateLimitError,
 )
 from reaper.metrics import Metrics
-from reaper.models import Batch
+from reaper.models import Batch, RequestCounts
 
 CANARY = "sk-ant-api03-CANARY-do-not-leak-0123456789abcdef"
 BASE = "https://api.example.test"
@@ -844,3 +844,29 @@ async def test_the_results_body_carries_the_request_id(clock: FakeClock) -> None
     ):
         assert getattr(body, "request_id", None) == "req_res"
         assert [c async for c in body] == [b"{}\n"]
+
+
+@pytest.mark.anyio
+async def test_results_on_another_origin_are_asked_of_the_base_url_so_the_key_stays_home() -> None:
+    """A results_url naming a foreign host is re-rooted: the key only goes to the base URL."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, content=b"", headers={"request-id": "req_1"})
+
+    batch = Batch(
+        id="msgbatch_1",
+        processing_status="ended",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        request_counts=RequestCounts(),
+        results_url="https://elsewhere.example/v1/messages/batches/msgbatch_1/results?x=1",
+    )
+    async with (
+        BatchClient(
+            api_key="k", base_url="http://api.test/prefix", transport=httpx.MockTransport(handler)
+        ) as client,
+        client.stream_results(batch) as stream,
+    ):
+        assert [chunk async for chunk in stream] == []
+    assert seen == ["http://api.test/prefix/v1/messages/batches/msgbatch_1/results?x=1"]

@@ -14,9 +14,9 @@ EXAMPLE = ROOT / "config" / "reaper.env.example"
 PRESETS = sorted((ROOT / "config" / "presets").glob("*.env"))
 PRESET = {path.stem: path for path in PRESETS}
 ENV_FILES = [EXAMPLE, *PRESETS]
-# The README's configuration reference; the lead merges docs/README-sections.md into README.md.
+# The README's configuration reference table.
 REFERENCE_HEADING = "## Configuration reference"
-REFERENCE_CANDIDATES = [ROOT / "README.md", ROOT / "docs" / "README-sections.md"]
+REFERENCE_CANDIDATES = [ROOT / "README.md"]
 DUMMY_KEY = {"ANTHROPIC_API_KEY": "sk-test-dummy-key"}
 
 # Settings fields read from the SDK's variable names rather than REAPER_<FIELD> (SPEC section 2).

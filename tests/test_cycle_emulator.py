@@ -218,14 +218,20 @@ async def client_for(
 
 
 @asynccontextmanager
-async def other_traffic(state: EmulatorState, every: float = 0.05) -> AsyncIterator[None]:
-    """Spend the whole rate-limit budget every ``every`` seconds, as the organisation's own
-    batch traffic would in bursts: the reaper cannot foresee these, so it meets 429s."""
+async def other_traffic(
+    state: EmulatorState, every: float = 0.25, burst: float = 0.02
+) -> AsyncIterator[None]:
+    """Spend the whole rate-limit budget for ``burst`` seconds every ``every`` seconds (real
+    time), as the organisation's own batch traffic would: the reaper cannot foresee the bursts,
+    so it meets 429s with retry-after, however well it paces itself."""
 
     async def spend() -> None:
         while True:
-            while (verdict := state.take_token()) is not None and verdict[0]:
-                pass
+            until = time.monotonic() + burst
+            while time.monotonic() < until:
+                while (verdict := state.take_token()) is not None and verdict[0]:
+                    pass
+                await asyncio.sleep(0.001)
             await asyncio.sleep(every)
 
     task = asyncio.create_task(spend())
@@ -309,8 +315,8 @@ async def test_dry_run_makes_zero_mutating_requests(metrics: Metrics) -> None:
 FAULTS = {
     "errors_500_529": Faults(error_rate=0.2),
     "latency": Faults(latency_ms=15),
-    "rate_limited": Faults(rate_limit_rpm=60),
-    "everything": Faults(error_rate=0.2, latency_ms=5, rate_limit_rpm=60, throttle_rate=0.05),
+    "rate_limited": Faults(rate_limit_rpm=600),
+    "everything": Faults(error_rate=0.2, latency_ms=5, rate_limit_rpm=600, throttle_rate=0.05),
 }
 
 
@@ -330,6 +336,12 @@ async def test_with_faults_the_end_state_is_still_exact(metrics: Metrics, name: 
             if report.outcome is CycleOutcome.SUCCESS and remaining(state) == EXPECTED_REMAINING:
                 break
 
+        print(
+            f"\n{name}: {len(outcomes)} cycle(s) {[str(o) for o in outcomes]},"
+            f" 429s {state.stats.count(status=429)},"
+            f" 5xx {state.stats.count(status=500) + state.stats.count(status=529)},"
+            f" requests {state.stats.count()}"
+        )
         assert remaining(state) == EXPECTED_REMAINING, outcomes
         # Never a wrong deletion or cancel, whatever was retried.
         assert set(successful_mutations(state, "delete")) <= EXPECTED_GONE
