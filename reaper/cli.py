@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Final
@@ -80,3 +82,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_CONFIG
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`reaper plan | head`): stop quietly, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_FAILED
+    except Exception as exc:
+        # Unforeseen (a bug, or a failure nobody mapped). Never Python's own traceback: it prints
+        # the exception's text unmasked, and an httpx error can quote the request's x-api-key.
+        # The traceback goes to the log, whose formatter masks the key; stderr gets one line.
+        logged = bool(logging.getLogger().handlers)
+        if logged:
+            logging.getLogger("reaper.cli").error("command.crashed", exc_info=exc)
+        print(
+            f"reaper: {args.command} stopped on an unexpected {type(exc).__name__}"
+            + ("; the log has the traceback" if logged else ""),
+            file=sys.stderr,
+        )
+        return EX_FAILED

@@ -639,7 +639,7 @@ def _checks(
         if status != ENDED:
             checks.append(RuleCheck(rule, False, f"status is {status}, not ended"))
         elif failed != wants_failed:
-            other = "7 (no failures)" if failed else "6 (failures)"
+            other = "6 (failures)" if failed else "7 (no failures)"
             checks.append(RuleCheck(rule, False, f"{counts}: rule {other} applies instead"))
         elif batch.ended_at is None:
             checks.append(RuleCheck(rule, False, "ended, but the API gave no ended_at"))
@@ -657,7 +657,10 @@ def _checks(
                 )
 
     if status in KNOWN_STATUSES:
-        checks.append(RuleCheck(Rule.RETAINED, True, "otherwise: keep"))
+        # "Otherwise" matches only when no earlier rule did.
+        earlier = any(check.matched for check in checks)
+        reason = "an earlier rule decided" if earlier else "no earlier rule matched: keep"
+        checks.append(RuleCheck(Rule.RETAINED, not earlier, reason))
     else:
         checks.append(
             RuleCheck(Rule.UNKNOWN_STATUS, True, f"unknown status {status!r}: kept, with a warning")

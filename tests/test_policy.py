@@ -441,6 +441,14 @@ def test_explain_gives_the_numbers_behind_a_delete() -> None:
     assert found.disposition is Disposition.ACT
 
 
+def test_explain_names_the_retention_rule_that_applies_instead() -> None:
+    """Rule 6 points at rule 7 for a batch without failures, and rule 7 at rule 6 for one with."""
+    clean = explained("x", [make_batch("x", age=9 * DAY, ended_ago=8 * DAY)])
+    assert "failed_retention False 0 errored + 0 expired requests: rule 7 (no failures)" in clean
+    failed = explained("y", [make_batch("y", age=9 * DAY, ended_ago=8 * DAY, errored=2)])
+    assert "ended_retention False 2 errored + 0 expired requests: rule 6 (failures)" in failed
+
+
 def test_explain_says_when_a_batch_becomes_eligible() -> None:
     """A kept batch's explanation says how long until its retention runs out."""
     text = explained("x", [make_batch("x", age=6 * DAY, ended_ago=5 * DAY)])
