@@ -14,9 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from _emulator import KEY
@@ -35,7 +34,6 @@ class ReaperRun:
     pages: int
     requests: Mapping[str, int]
     actions: Mapping[str, int]
-    retries: Counter[str] = field(default_factory=Counter)
 
 
 def run_once(base_url: str, settings: Mapping[str, str]) -> ReaperRun:
@@ -68,7 +66,6 @@ def run_once(base_url: str, settings: Mapping[str, str]) -> ReaperRun:
         raise RuntimeError(f"reaper once exited {process.returncode} without a cycle: {summary}")
     cycle: dict[str, Any] = finished[-1]
     listed = [e for e in events if e.get("event") == "workspace.listed"]
-    retries = Counter(str(e.get("reason")) for e in events if e.get("event") == "api.retry")
     return ReaperRun(
         exit_code=process.returncode,
         wall_seconds=wall,
@@ -79,5 +76,4 @@ def run_once(base_url: str, settings: Mapping[str, str]) -> ReaperRun:
         pages=sum(int(e["pages"]) for e in listed),
         requests=dict(cycle["requests"]),
         actions=dict(cycle["actions"]),
-        retries=retries,
     )

@@ -7,6 +7,7 @@ way whatever the minute the bench runs at:
 
 - deletable: ended 8 to 38 days ago, no failures (rule 7), or one in ten ended 31 to 38 days ago
   with errored requests (rule 6);
+- stale: ``in_progress`` and 13 to 20 hours old (rule 3: canceled, then deleted once ended);
 - kept: ended 1 to 6 days ago (rule 8), ended 8 to 25 days ago with errored requests (rule 8:
   failed batches are kept 30 days), still ``in_progress`` and 2 to 10 hours old (rule 4), or
   created less than an hour ago (rule 2).
@@ -53,10 +54,15 @@ def _spread(i: int, n: int, low: int, high: int) -> int:
     return low + (high - low) * i // max(1, n)
 
 
-def write_seed(path: Path, *, deletable: int, kept: int, now: datetime | None = None) -> None:
-    """Write ``deletable`` batches the default policy deletes and ``kept`` it keeps."""
+def write_seed(
+    path: Path, *, deletable: int, kept: int, stale: int = 0, now: datetime | None = None
+) -> None:
+    """Write ``deletable`` batches the default policy deletes, ``stale`` it cancels, ``kept``."""
     now_us = int(((now or datetime.now(UTC)) - _EPOCH).total_seconds() * _US)
     with path.open("w", encoding="utf-8") as out:
+        for i in range(stale):
+            created = now_us - _spread(i, stale, 13 * _HOUR, 20 * _HOUR)
+            _in_progress(out, f"msgbatch_stale{i:019d}", created)
         for i in range(deletable):
             batch_id = f"msgbatch_del{i:021d}"
             if i % 10 == 9:  # failed: kept 30 days, so ended at least 31 days ago

@@ -31,6 +31,7 @@ from prometheus_client import Gauge
 
 from reaper.archive import ArchiveOutcome, Outcome, ResultsClient
 from reaper.client import ApiError, InvalidRequestError, NotFoundError
+from reaper.logs import Redactor
 from reaper.metrics import Metrics, workspace_label
 from reaper.models import CANCELING, ENDED, KNOWN_STATUSES, Batch, ModelError
 from reaper.policy import Action, Decision, Plan, Planner, Policy, Rule, StopReason
@@ -155,7 +156,10 @@ class SafetyStop:
     max_delete_fraction: float
 
 
-@dataclass(frozen=True)
+# repr=False: the generated repr spells out every Decision of every plan (~150 MB for 100,000
+# actions), and asyncio.run builds it whenever it returns a report (signal.signal formats the
+# old SIGINT handler, which holds the finished task, into an error message it then discards).
+@dataclass(frozen=True, repr=False)
 class CycleReport:
     """What one cycle saw and did: ``summary_text`` for people, ``exit_code`` for ``once``."""
 
@@ -179,6 +183,13 @@ class CycleReport:
     def listed(self) -> int:
         """Batches listed across every workspace."""
         return sum(plan.listed for plan in self.plans)
+
+    def __repr__(self) -> str:
+        """Name the report in one short line (see ``repr=False`` above)."""
+        return (
+            f"<CycleReport {self.cycle_id} {self.outcome} listed={self.listed}"
+            f" failures={len(self.failures)} duration={self.duration_seconds:.3f}s>"
+        )
 
     def count(self, action: Action | None = None, outcome: ActionOutcome | None = None) -> int:
         """Sum the action counts matching ``action`` and ``outcome`` (None matches any)."""
@@ -308,6 +319,7 @@ async def run_cycle(
                 raise RuntimeError("REAPER_ARCHIVE_DIR is set but the cycle was given no archiver")
             policy = Policy.from_settings(settings)
             for workspace in settings.workspaces:
+                metrics.init_workspace(workspace)
                 with structlog.contextvars.bound_contextvars(workspace=workspace_label(workspace)):
                     sweep = _Sweep(
                         settings=settings,
@@ -328,7 +340,8 @@ async def run_cycle(
             log.warning("cycle.cancelled", actions_done=done, failures=len(tally.failures))
             raise
         except Exception as exc:  # the daemon must survive a bug in one cycle; it is logged loudly
-            error = f"{type(exc).__name__}: {exc}"
+            # The text goes into the report, which `once` prints: an exception may quote the key.
+            error = _redact(settings, f"{type(exc).__name__}: {exc}")
             log.exception("cycle.crashed", error=error)
         finally:
             if progress is not None:
@@ -686,6 +699,9 @@ class _Sweep:
         note: str | None = None
         try:
             batch = await self.client.cancel(d.batch.id, self.workspace)
+        except asyncio.CancelledError:
+            self._log_interrupted(d, Action.CANCEL)
+            raise
         except ApiError as exc:
             if not _is_refusal(exc):
                 self._failed(d, Action.CANCEL, exc)
@@ -699,6 +715,8 @@ class _Sweep:
             d, Action.CANCEL, ActionOutcome.DONE, status=batch.processing_status, note=note
         )
         self._acted()
+        if not self.settings.delete_canceled or self.safety_stop:
+            return  # nothing to do once it ends: no need to wait for it
         if batch.processing_status == ENDED:
             self._ended(d, batch)
         else:
@@ -719,9 +737,7 @@ class _Sweep:
         return None
 
     def _ended(self, d: Decision, batch: Batch) -> None:
-        """A batch this cycle canceled has ended: delete it if the settings say so."""
-        if not self.settings.delete_canceled or self.safety_stop:
-            return
+        """Delete a batch this cycle canceled, now that it has ended."""
         if self.progress is not None:
             self.progress.planned(1)
         self._pool.submit(_URGENT, self._guarded(d, Action.DELETE, partial(self._delete, d, batch)))
@@ -737,14 +753,15 @@ class _Sweep:
                 else:
                     self._failed(d, Action.DELETE, _ArchiveFailed(saved))
                 return
-        note = None
         try:
-            await self.client.delete(batch.id, self.workspace)
-        except NotFoundError:
-            note = "already_gone"  # someone was faster: SPEC §3 counts a 404 delete as done
+            gone_already = await self._send_delete(batch)
+        except asyncio.CancelledError:
+            self._log_interrupted(d, Action.DELETE)
+            raise
         except ApiError as exc:
             self._failed(d, Action.DELETE, exc)
             return
+        note = "already_gone" if gone_already else None
         self._count(Action.DELETE, d.rule, ActionOutcome.DONE)
         if note is None and d.eligible_at is not None:
             lag = (self.now() - d.eligible_at).total_seconds()
@@ -753,6 +770,34 @@ class _Sweep:
             d, Action.DELETE, ActionOutcome.DONE, note=note, after_cancel=d.action is Action.CANCEL
         )
         self._acted()
+
+    async def _send_delete(self, batch: Batch) -> bool:
+        """Delete the batch; return True when it was already gone, raise ApiError on failure.
+
+        SPEC §3 counts a delete answered 404 as done (someone was faster), but the API is known
+        to answer 404 for batches that exist (API-NOTES §5): trusting one would leave the batch
+        behind, and a canceled one then lives on with a fresh ``ended_at`` for the whole
+        retention. So a 404 is checked with retrieves: the batch counts as gone after
+        NOT_FOUND_TOLERANCE + 1 answers of 404 in a row, and is deleted again if a retrieve finds
+        it. Costs nothing unless a delete is answered 404.
+        """
+        refused = 0
+        while True:
+            try:
+                await self.client.delete(batch.id, self.workspace)
+                return False
+            except NotFoundError:
+                refused += 1
+                if refused > NOT_FOUND_TOLERANCE:
+                    raise  # a retrieve keeps finding it, yet every delete answers 404
+            for _ in range(NOT_FOUND_TOLERANCE):
+                try:
+                    await self.client.retrieve(batch.id, self.workspace)
+                except NotFoundError:
+                    continue
+                break  # still there: that 404 was transient, delete it again
+            else:
+                return True
 
     async def _wait_for_canceled(self) -> None:
         """Poll the canceled batches with backoff until they end or the wait runs out."""
@@ -847,6 +892,20 @@ class _Sweep:
             **{k: v for k, v in fields.items() if v is not None and v is not False},
         )
 
+    def _log_interrupted(self, d: Decision, action: Action) -> None:
+        """Log an action cut short by shutdown: its request may have reached the API or not."""
+        # Without this line a delete the API performed just before the cancellation would be
+        # in no log at all; the next cycle finds out which it was (a 404 there counts as done).
+        log.warning(
+            f"batch.{action.value}",
+            id=d.batch.id,
+            rule=d.rule.value,
+            dry_run=self.settings.dry_run,
+            workspace=self.label,
+            outcome="interrupted",
+            note="shutdown cut the request short; it may or may not have been carried out",
+        )
+
     def _failed(self, d: Decision, action: Action, exc: Exception) -> None:
         if isinstance(exc, ApiError):
             error_type, status, request_id = exc.error_type, exc.status, exc.request_id
@@ -862,7 +921,7 @@ class _Sweep:
                 error_type=error_type,
                 status=status,
                 request_id=request_id,
-                message=str(exc),
+                message=_redact(self.settings, str(exc)),
             )
         )
         self._count(action, d.rule, ActionOutcome.FAILED)
@@ -888,6 +947,12 @@ class _ArchiveFailed(Exception):
     def __init__(self, outcome: ArchiveOutcome) -> None:
         super().__init__(f"results not archived: {outcome.reason}")
         self.outcome = outcome
+
+
+def _redact(settings: Settings, text: str) -> str:
+    """Mask the key in exception text bound for the report (the log masks its own lines)."""
+    key = settings.api_key_value()
+    return Redactor([key] if key else [])(text)
 
 
 def _is_refusal(exc: ApiError) -> bool:

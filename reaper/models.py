@@ -50,12 +50,14 @@ class RequestCounts:
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> RequestCounts:
+        # errored and expired choose the retention (rule 6 or 7): a tally missing from the answer
+        # must not read as 0, or a failed batch would be deleted after the shorter retention.
         return cls(
             processing=int(data.get("processing", 0)),
             succeeded=int(data.get("succeeded", 0)),
-            errored=int(data.get("errored", 0)),
+            errored=int(data["errored"]),
             canceled=int(data.get("canceled", 0)),
-            expired=int(data.get("expired", 0)),
+            expired=int(data["expired"]),
         )
 
 
@@ -89,7 +91,10 @@ class Batch:
                 raise ModelError(f"batch id is not a non-empty string: {batch_id!r}")
             if not isinstance(status, str):
                 raise ModelError(f"batch {batch_id}: processing_status is not a string")
-            counts = data.get("request_counts") or {}
+            # Required, like its failure tallies (see RequestCounts.from_api).
+            counts = data["request_counts"]
+            if not isinstance(counts, Mapping):
+                raise ModelError(f"batch {batch_id}: request_counts is not an object")
             return cls(
                 id=batch_id,
                 processing_status=status,

@@ -297,6 +297,11 @@ def load_settings(
         if field in _NOT_FROM_ENV or name not in environ:
             continue
         raw = environ[name].strip()
+        if key is not None and len(key) >= 8 and key in raw:
+            # A valid id or path may hold it: it would be printed (check-config, plan) and sent
+            # as a header (REAPER_WORKSPACE_IDS). The key belongs in one variable only.
+            problems.append(f"{name}={MASK}: holds the API key; it belongs in {KEY_VAR} only")
+            continue
         if raw or field not in _EMPTY_IS_UNSET:
             values[field] = raw
     settings: Settings | None = None

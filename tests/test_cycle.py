@@ -265,6 +265,39 @@ async def test_delete_answered_404_counts_as_done(metrics: Metrics) -> None:
     (line,) = [e for e in logs if e["event"] == "batch.delete" and e["id"] == "old_ok"]
     assert line["note"] == "already_gone"
     assert report.failures == ()
+    # The 404 is checked: gone after four 404s in a row (the delete and three retrieves).
+    assert [c[0] for c in client.calls if c[2] == "old_ok"] == ["delete"] + ["retrieve"] * 3
+
+
+async def test_a_transient_404_on_delete_does_not_leave_the_batch_behind(
+    metrics: Metrics,
+) -> None:
+    """The delete of an existing batch answers 404 once: a retrieve finds it, it is deleted."""
+    client = FakeClient(population(), clock=FakeClock(), cancel_seconds=1)
+    for batch_id in ("old_ok", "stale_running"):
+        client.fail("delete", batch_id, api_error("delete", 404, "not_found_error"))
+    with capture_logs() as logs:
+        report = await cycle(make_settings(dry_run="false"), client, metrics)
+
+    assert client.ids() == EXPECTED_KEPT
+    assert [c[0] for c in client.calls if c[2] == "old_ok"] == ["delete", "retrieve", "delete"]
+    assert report.outcome is CycleOutcome.SUCCESS
+    assert not [e for e in logs if e.get("note") == "already_gone"]
+
+
+async def test_a_delete_that_404s_while_the_batch_exists_fails(metrics: Metrics) -> None:
+    """Every delete answers 404 yet every retrieve finds the batch: a failure, not done."""
+    client = FakeClient(population(), clock=FakeClock())
+    client.fail(
+        "delete",
+        "old_ok",
+        *[api_error("delete", 404, "not_found_error") for _ in range(NOT_FOUND_TOLERANCE + 1)],
+    )
+    report = await cycle(make_settings(dry_run="false"), client, metrics)
+
+    assert "old_ok" in client.ids()
+    assert [(f.batch_id, f.status) for f in report.failures] == [("old_ok", 404)]
+    assert client.requests_made["delete"] == 2 + NOT_FOUND_TOLERANCE + 1
 
 
 async def test_cancel_of_a_batch_that_meanwhile_ended_is_not_an_error(metrics: Metrics) -> None:
@@ -445,6 +478,7 @@ async def test_fraction_guard_stops_every_delete(metrics: Metrics) -> None:
         )
 
     assert [c[0] for c in client.mutating_calls()] == ["cancel"]
+    assert client.requests_made["retrieve"] == 0  # no delete to follow, so no waiting
     assert client.store[None]["stale_running"].processing_status in (CANCELING, ENDED)
     assert report.outcome is CycleOutcome.SAFETY_STOP
     assert report.exit_code() == 3

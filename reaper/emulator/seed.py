@@ -58,6 +58,9 @@ from reaper.emulator.records import (
 
 _ID: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _COUNT_KEYS: Final = ("processing", "succeeded", "errored", "canceled", "expired")
+# Times are rendered through datetime, which ends with 9999: a seeded time leaves room for the
+# offsets the emulator adds to it (expiry 24 h, results 29 days), or every list would fail later.
+_LATEST: Final = parse_rfc3339("9999-11-30T00:00:00Z")
 _FINAL_KEYS: Final = ("succeeded", "errored", "canceled", "expired")
 _API_FIELDS: Final = frozenset(
     {
@@ -227,11 +230,14 @@ def _time(obj: Mapping[str, Any], name: str) -> int | None:
     if not isinstance(value, str):
         raise SeedError(f"{name}: expected an RFC 3339 string, got {value!r}")
     try:
-        return parse_rfc3339(value)
+        parsed = parse_rfc3339(value)
     except ValueError:
         raise SeedError(
             f"{name}: expected an RFC 3339 time with a zone (2026-01-31T12:00:00Z), got {value!r}"
         ) from None
+    if parsed > _LATEST:
+        raise SeedError(f"{name}: expected a time before 9999-11-30, got {value!r}")
+    return parsed
 
 
 def _count(value: Any, where: str) -> int:
