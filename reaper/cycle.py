@@ -295,8 +295,14 @@ async def run_cycle(
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     progress: Progress | None = None,
     archiver: ArchiveHook | None = None,
+    stop: asyncio.Event | None = None,
 ) -> CycleReport:
     """Run one cycle over every configured workspace and return its report.
+
+    Once ``stop`` is set (the daemon got SIGTERM), no new cancel and no backlog delete starts:
+    requests in flight finish and are recorded, batches already canceled are still waited for
+    and deleted, the rest is left to the next start (counted as deferred), and the cycle returns
+    as soon as that is done instead of running into the shutdown grace.
 
     Never raises for a failure of the API or of one action; an unexpected exception ends the
     cycle early as ``failed`` (with the exception in the log and the report). ``now`` and
@@ -319,6 +325,8 @@ async def run_cycle(
                 raise RuntimeError("REAPER_ARCHIVE_DIR is set but the cycle was given no archiver")
             policy = Policy.from_settings(settings)
             for workspace in settings.workspaces:
+                if stop is not None and stop.is_set():
+                    break  # shutting down: the next start sweeps the rest
                 metrics.init_workspace(workspace)
                 with structlog.contextvars.bound_contextvars(workspace=workspace_label(workspace)):
                     sweep = _Sweep(
@@ -332,6 +340,7 @@ async def run_cycle(
                         archiver=archiver,
                         tally=tally,
                         workspace=workspace,
+                        stop=stop,
                     )
                     await sweep.run()
         except asyncio.CancelledError:
@@ -483,6 +492,7 @@ class _Sweep:
         archiver: ArchiveHook | None,
         tally: _Tally,
         workspace: str | None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -494,6 +504,7 @@ class _Sweep:
         self.archiver = archiver
         self.tally = tally
         self.workspace = workspace
+        self.stop = stop if stop is not None else asyncio.Event()
         self.label = workspace_label(workspace)
         self.safety_stop = False
         self._pool = _WorkerPool(settings.concurrency)
@@ -678,12 +689,25 @@ class _Sweep:
             await self._pool.drain()
 
     def _guarded(
-        self, d: Decision, action: Action, work: Callable[[], Awaitable[None]]
+        self,
+        d: Decision,
+        action: Action,
+        work: Callable[[], Awaitable[None]],
+        *,
+        finishing: bool = False,
     ) -> Callable[[], Awaitable[None]]:
-        """Wrap an action so that an unexpected error fails that action only."""
+        """Wrap an action so that an unexpected error fails that action only.
+
+        After a stop only ``finishing`` work still starts: deleting a batch this cycle canceled.
+        Left for later, such a batch would end with a fresh ``ended_at`` and be kept for the whole
+        ended retention; the shutdown grace bounds that last wait.
+        """
 
         async def job() -> None:
             try:
+                if self.stop.is_set() and not finishing:  # shutting down: start nothing new
+                    self._count(action, d.rule, ActionOutcome.DEFERRED)
+                    return
                 await work()
             except Exception as exc:  # one failed action never stops the others
                 self._failed(d, action, exc)
@@ -740,7 +764,8 @@ class _Sweep:
         """Delete a batch this cycle canceled, now that it has ended."""
         if self.progress is not None:
             self.progress.planned(1)
-        self._pool.submit(_URGENT, self._guarded(d, Action.DELETE, partial(self._delete, d, batch)))
+        delete = partial(self._delete, d, batch)
+        self._pool.submit(_URGENT, self._guarded(d, Action.DELETE, delete, finishing=True))
 
     async def _delete(self, d: Decision, batch: Batch) -> None:
         if self.archiver is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -467,6 +468,53 @@ async def test_concurrency_is_bounded_by_the_setting(metrics: Metrics) -> None:
     assert client.ids() == set()
     assert report.count(Action.DELETE, ActionOutcome.DONE) == 30
     assert client.max_in_flight == 4
+
+
+async def test_a_stop_starts_no_new_action_and_defers_the_rest(metrics: Metrics) -> None:
+    """SIGTERM mid-cycle: in-flight deletes finish and count, the rest wait for the next start."""
+    stop = asyncio.Event()
+
+    class StoppingClient(FakeClient):
+        async def delete(self, batch_id: str, workspace: str | None) -> None:
+            await super().delete(batch_id, workspace)
+            if len(self.mutating_calls()) == 5:
+                stop.set()
+
+    deletable = [batch(f"b{i:02}", created_ago=20 * D, ended_ago=19 * D) for i in range(30)]
+    client = StoppingClient(deletable, clock=FakeClock(), page_size=100, call_seconds=0.002)
+    settings = make_settings(dry_run="false", concurrency="4")
+    report = await cycle(settings, client, metrics, stop=stop)
+
+    done = report.count(Action.DELETE, ActionOutcome.DONE)
+    deferred = report.count(Action.DELETE, ActionOutcome.DEFERRED)
+    # The four workers each finish the request they had in flight when the stop came.
+    assert 5 <= done <= 8
+    assert done + deferred == 30
+    assert len(client.ids()) == 30 - done
+    assert len(client.mutating_calls()) == done
+    assert report.exit_code() == 0
+
+
+async def test_after_a_stop_a_batch_already_canceled_is_still_deleted(metrics: Metrics) -> None:
+    """Stop right after the cancel: the wait goes on and the canceled batch is deleted, while the
+    backlog delete that had not started yet is deferred."""
+    stop = asyncio.Event()
+
+    class StoppingClient(FakeClient):
+        async def cancel(self, batch_id: str, workspace: str | None) -> Batch:
+            canceled = await super().cancel(batch_id, workspace)
+            stop.set()
+            return canceled
+
+    stale = batch("stale_running", IN_PROGRESS, created_ago=13 * H)
+    old = batch("old_ok", created_ago=11 * D, ended_ago=10 * D)
+    client = StoppingClient([stale, old], clock=FakeClock(), cancel_seconds=5)
+    settings = make_settings(dry_run="false", concurrency="1")
+    report = await cycle(settings, client, metrics, stop=stop)
+
+    assert client.ids() == {"old_ok"}
+    assert report.count(Action.DELETE, ActionOutcome.DONE) == 1
+    assert report.count(Action.DELETE, ActionOutcome.DEFERRED) == 1
 
 
 async def test_fraction_guard_stops_every_delete(metrics: Metrics) -> None:

@@ -82,8 +82,12 @@ def cycle_job(
     health: Health,
     now: Callable[[], datetime] = utc_now,
     archiver: Archiver | None = None,
+    stop: asyncio.Event | None = None,
 ) -> Callable[[], Awaitable[str]]:
-    """Return the daemon's job: one cycle, its outcome as the label ``reaper_cycles_total`` uses."""
+    """Return the daemon's job: one cycle, its outcome as the label ``reaper_cycles_total`` uses.
+
+    ``stop`` is the daemon's stop event: once set, the running cycle starts no new action.
+    """
 
     async def job() -> str:
         report: CycleReport = await run_cycle(
@@ -94,6 +98,7 @@ def cycle_job(
             # A new reporter per cycle: its tallies are one cycle's.
             progress=ReadinessProgress(health, LogProgress()),
             archiver=archiver,
+            stop=stop,
         )
         return report.outcome.value
 
@@ -112,14 +117,19 @@ async def serve(
     metrics = metrics if metrics is not None else Metrics()
     health = health if health is not None else Health()
     archiver = build_archiver(settings, metrics, utc_now)
+    # One event for the daemon and its cycles: SIGTERM sets it, and the running cycle then starts
+    # no new action, so the in-flight ones finish well within REAPER_SHUTDOWN_GRACE.
+    stop = stop_event if stop_event is not None else asyncio.Event()
     async with BatchClient.from_settings(settings, metrics=metrics) as client:
-        job = cycle_job(settings, client, metrics=metrics, health=health, archiver=archiver)
+        job = cycle_job(
+            settings, client, metrics=metrics, health=health, archiver=archiver, stop=stop
+        )
         return await run_daemon(
             settings,
             job,
             metrics=metrics,
             health=health,
-            stop_event=stop_event,
+            stop_event=stop,
             install_signal_handlers=install_signal_handlers,
         )
 

@@ -163,7 +163,9 @@ def test_sigterm_with_hundreds_of_deletes_in_flight_loses_nothing(tmp_path: Path
         sent = {m.batch_id for m in served.stats.mutations if m.endpoint == "delete"}
 
         assert code == 0
-        assert seconds < GRACE + EXIT_MARGIN, seconds
+        # The stop reaches the cycle: no new delete starts, the ones in flight finish, and the
+        # daemon is out well before the grace would cut anything short.
+        assert seconds < GRACE, seconds
         assert daemon.stderr.read_text() == ""
         assert first[-1]["event"] == "daemon.stopped"
         logged = deletes_logged(first)
