@@ -216,6 +216,11 @@ def configure_logging(
         else:
             # httpcore's DEBUG is a trace of every socket operation: noise even when debugging.
             logger.setLevel(max(numeric, logging.WARNING))
+    # APScheduler's warnings for a skipped or missed run repeat, in prose, the cycle.skipped
+    # event reaper.schedule logs for them; keep its errors, drop the duplicates unless debugging.
+    quieter = logging.DEBUG if numeric <= logging.DEBUG else max(numeric, logging.ERROR)
+    for name in ("apscheduler.scheduler", "apscheduler.executors"):
+        logging.getLogger(name).setLevel(quieter)
     # uvicorn installs handlers of its own unless told otherwise; ours must be the only sink.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lib = logging.getLogger(name)
@@ -230,7 +235,7 @@ def reset_logging() -> None:
     root = logging.getLogger()
     _remove_our_handlers(root)
     root.setLevel(logging.WARNING)
-    for name in _NOISY_LOGGERS:
+    for name in (*_NOISY_LOGGERS, "apscheduler.scheduler", "apscheduler.executors"):
         logging.getLogger(name).setLevel(logging.NOTSET)
 
 
