@@ -26,6 +26,7 @@ from structlog.testing import capture_logs
 from reaper.daemon import EX_UNAVAILABLE, guard_cycle, run_daemon
 from reaper.metrics import Metrics
 from reaper.server import Health
+from tests.loopback import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,13 +40,6 @@ class FakeSettings:
     shutdown_grace: timedelta = timedelta(seconds=5)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
-
-
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def status_of(port: int, path: str) -> int:

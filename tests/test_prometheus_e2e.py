@@ -18,15 +18,8 @@ from urllib.parse import urlencode
 import pytest
 
 from reaper.emulator.testing import running_emulator
-from tests.test_run_command import (
-    answers,
-    daemon_env,
-    free_port,
-    http_get,
-    reaper_run,
-    seeded_state,
-    wait_for,
-)
+from tests.loopback import free_port, http_get, wait_for
+from tests.test_run_command import answers, daemon_env, reaper_run, seeded_state
 
 PROMETHEUS = shutil.which("prometheus")
 QUERY_LIMIT_SECONDS = 30

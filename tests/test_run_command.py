@@ -8,11 +8,9 @@ readiness, the JSON log stream, SIGTERM, and the configuration errors.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +29,7 @@ from reaper.emulator.testing import IN_PROCESS_BASE_URL, asgi_transport, new_sta
 from reaper.metrics import Metrics
 from reaper.server import Health
 from reaper.settings import load_settings
+from tests.loopback import free_port, http_get, wait_for
 
 KEY = "sk-ant-api03-RunCommandTestKey0123456789abcdef"
 # Every metric of SPEC section 4. Labelled ones with no sample yet still get HELP and TYPE lines.
@@ -60,33 +59,6 @@ SAMPLED_AFTER_FIRST_CYCLE = (
     "reaper_api_requests_total",
 )
 SHUTDOWN_GRACE_SECONDS = 5
-
-
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    """GET ``path`` on 127.0.0.1:``port``; return the status and the body."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        conn.close()
-
-
-def wait_for(condition: Callable[[], bool], limit: float, what: str) -> None:
-    """Poll ``condition`` every 50 ms until it holds; fail naming ``what`` after ``limit`` s."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {limit:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def answers(port: int, path: str, status: int) -> Callable[[], bool]:

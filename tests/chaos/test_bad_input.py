@@ -28,7 +28,8 @@ from reaper.models import Batch, ModelError
 from reaper.settings import KNOWN_VARIABLES
 from tests.chaos import population as pop
 from tests.chaos.conftest import KEY, leaks
-from tests.chaos.daemon import command_env, free_port, run_command
+from tests.chaos.daemon import command_env, run_command
+from tests.loopback import free_port
 
 # One bad value per variable; {tmp} is a directory of the test's own, {file} a file in it.
 BAD_VALUES: dict[str, str] = {

@@ -19,15 +19,9 @@ from reaper.emulator.state import EmulatorState, system_clock
 from reaper.emulator.testing import new_state, running_emulator
 from tests.chaos import population as pop
 from tests.chaos.conftest import KEY, assert_canceled_leftovers, leaks, unsettled
-from tests.chaos.daemon import (
-    command_env,
-    free_port,
-    http_get,
-    metric,
-    reaper_run,
-    wait_for,
-)
+from tests.chaos.daemon import command_env, metric, reaper_run
 from tests.chaos.proxy import chaos_proxy
+from tests.loopback import free_port, http_get, wait_for
 
 pytestmark = pytest.mark.slow
 
