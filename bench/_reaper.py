@@ -27,7 +27,7 @@ class ReaperRun:
 
     exit_code: int
     wall_seconds: float  # the process, start-up included
-    cycle_seconds: float  # cycle.finished duration_seconds: from listing to the last action
+    cycle_seconds: float  # cycle.finished duration (seconds): from listing to the last action
     cpu_seconds: float  # user + system of the reaper process
     peak_rss_mib: float
     listed: int
@@ -69,7 +69,7 @@ def run_once(base_url: str, settings: Mapping[str, str]) -> ReaperRun:
     return ReaperRun(
         exit_code=process.returncode,
         wall_seconds=wall,
-        cycle_seconds=float(cycle["duration_seconds"]),
+        cycle_seconds=float(cycle["duration"]),
         cpu_seconds=usage.ru_utime + usage.ru_stime,
         peak_rss_mib=usage.ru_maxrss / 1024,  # Linux reports KiB
         listed=int(cycle["listed"]),

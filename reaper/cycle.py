@@ -386,7 +386,7 @@ async def run_cycle(
             listed=report.listed,
             actions=dict(sorted(by_outcome.items())),
             still_ending=report.still_ending,
-            duration_seconds=round(duration, 3),
+            duration=round(duration, 3),  # seconds (SPEC section 5: "duration")
             requests=dict(sorted(report.requests.items())),
         )
     return report
@@ -910,7 +910,7 @@ class _Sweep:
             f"batch.{action.value}",
             id=d.batch.id,
             rule=d.rule.value,
-            age_seconds=round(age),
+            age=round(age),  # seconds since created_at (SPEC section 5: "age")
             dry_run=self.settings.dry_run,
             workspace=self.label,
             outcome=outcome.value,

@@ -145,7 +145,7 @@ async def test_live_cycle_does_exactly_the_planned_actions(metrics: Metrics) -> 
     deleted = {e["id"]: e for e in logs if e["event"] == "batch.delete"}
     assert set(deleted) == {"old_ok", "ancient_expired", "stale_running"}
     assert deleted["old_ok"]["rule"] == "ended_retention"
-    assert deleted["old_ok"]["age_seconds"] == 11 * 86400
+    assert deleted["old_ok"]["age"] == 11 * 86400
     assert deleted["old_ok"]["dry_run"] is False
     assert deleted["old_ok"]["outcome"] == "done"
     assert deleted["stale_running"]["after_cancel"] is True
