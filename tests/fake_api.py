@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
@@ -204,3 +205,23 @@ class FakeClient:
         )
         self.store[b.workspace][b.id] = ended
         return ended
+
+
+class FastTime:
+    """A monotonic clock running ``factor`` times faster than the wall clock, and its sleep.
+
+    For tests over real HTTP whose waits (retry-after, pacing, the emulator's rate-limit
+    bucket) must share one clock and still finish quickly.
+    """
+
+    def __init__(self, factor: float = 50.0) -> None:
+        self.factor = factor
+        self._origin = time.monotonic()
+
+    def monotonic(self) -> float:
+        """Return the fast clock's seconds."""
+        return (time.monotonic() - self._origin) * self.factor
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` of the fast clock."""
+        await asyncio.sleep(max(0.0, seconds) / self.factor)

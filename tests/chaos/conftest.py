@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from reaper.emulator.testing import new_state, running_emulator
 from reaper.metrics import Metrics
 from reaper.settings import Settings, load_settings
 from tests.chaos import population as pop
+from tests.fake_api import FastTime
 
 # A canary: if any 8-character run of it shows up in an output, the key leaked.
 KEY: Final = "sk-ant-api03-CANARY-Zq7Wx3Rv9Tb2Nm5Lk8Hj4Gf6Dc1Sa0Pe-QoUiYtRwXz_AAAA"
@@ -42,22 +42,6 @@ def fragments(secret: str, width: int = 8) -> set[str]:
 def leaks(text: str, secret: str = KEY) -> list[str]:
     """Return the 8-character fragments of ``secret`` found in ``text`` (empty: no leak)."""
     return sorted(f for f in fragments(secret) if f in text)
-
-
-class FastTime:
-    """A monotonic clock running FACTOR times faster than the wall clock, and its sleep."""
-
-    def __init__(self, factor: float = FACTOR) -> None:
-        self.factor = factor
-        self._origin = time.monotonic()
-
-    def monotonic(self) -> float:
-        """Return the fast clock's seconds."""
-        return (time.monotonic() - self._origin) * self.factor
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep ``seconds`` of the fast clock."""
-        await asyncio.sleep(max(0.0, seconds) / self.factor)
 
 
 def chaos_settings(base_url: str, **env: str) -> Settings:
@@ -201,7 +185,7 @@ class Chaos:
 @asynccontextmanager
 async def chaos_emulator(**state_options: Any) -> AsyncIterator[Chaos]:
     """Serve a fresh emulator seeded with the population over loopback; yield the harness."""
-    fast = FastTime()
+    fast = FastTime(FACTOR)
     options: dict[str, Any] = {"api_key": KEY, "cancel_seconds": 30, "monotonic": fast.monotonic}
     options.update(state_options)
     state = new_state(**options)
