@@ -202,7 +202,9 @@ class Settings(BaseSettings):
     @field_validator("archive_dir")
     @classmethod
     def _check_archive_dir(cls, value: Path | None) -> Path | None:
-        # It may not exist yet (the archiver creates it), but a file there is a mistake.
+        # It may be missing at start (a volume not mounted yet); the archiver never creates it,
+        # so until it exists every archive fails and nothing is deleted. A file there is a
+        # mistake.
         if value is not None and value.exists() and not value.is_dir():
             raise ValueError("it exists and is not a directory")
         return value
