@@ -312,6 +312,9 @@ async def run_cycle(
     started = time.monotonic()
     requests_before = Counter(client.requests_made)
     tally = _Tally()
+    # Exception text bound for the report (which `once` prints) may quote the key; the log
+    # masks its own lines. One Redactor a cycle: it precomputes the key's fragments.
+    redact = _redactor(settings)
     error: str | None = None
     with structlog.contextvars.bound_contextvars(cycle_id=cycle_id):
         log.info(
@@ -340,6 +343,7 @@ async def run_cycle(
                         archiver=archiver,
                         tally=tally,
                         workspace=workspace,
+                        redact=redact,
                         stop=stop,
                     )
                     await sweep.run()
@@ -349,8 +353,7 @@ async def run_cycle(
             log.warning("cycle.cancelled", actions_done=done, failures=len(tally.failures))
             raise
         except Exception as exc:  # the daemon must survive a bug in one cycle; it is logged loudly
-            # The text goes into the report, which `once` prints: an exception may quote the key.
-            error = _redact(settings, f"{type(exc).__name__}: {exc}")
+            error = redact(f"{type(exc).__name__}: {exc}")
             log.exception("cycle.crashed", error=error)
         finally:
             if progress is not None:
@@ -492,6 +495,7 @@ class _Sweep:
         archiver: ArchiveHook | None,
         tally: _Tally,
         workspace: str | None,
+        redact: Redactor,
         stop: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
@@ -504,6 +508,7 @@ class _Sweep:
         self.archiver = archiver
         self.tally = tally
         self.workspace = workspace
+        self.redact = redact
         self.stop = stop if stop is not None else asyncio.Event()
         self.label = workspace_label(workspace)
         self.safety_stop = False
@@ -946,7 +951,7 @@ class _Sweep:
                 error_type=error_type,
                 status=status,
                 request_id=request_id,
-                message=_redact(self.settings, str(exc)),
+                message=self.redact(str(exc)),
             )
         )
         self._count(action, d.rule, ActionOutcome.FAILED)
@@ -974,10 +979,10 @@ class _ArchiveFailed(Exception):
         self.outcome = outcome
 
 
-def _redact(settings: Settings, text: str) -> str:
-    """Mask the key in exception text bound for the report (the log masks its own lines)."""
+def _redactor(settings: Settings) -> Redactor:
+    """Return the masker of the settings' key."""
     key = settings.api_key_value()
-    return Redactor([key] if key else [])(text)
+    return Redactor([key] if key else [])
 
 
 def _is_refusal(exc: ApiError) -> bool:

@@ -29,6 +29,9 @@ MIN_SECRET_FRAGMENT: Final = 8
 
 # Libraries that log every request or every run at INFO; WARNING keeps the stream about the reaper.
 _NOISY_LOGGERS: Final = ("httpx", "httpcore", "apscheduler", "uvicorn.access", "hpack")
+# APScheduler's warnings for a skipped or missed run repeat, in prose, the cycle.skipped event
+# reaper.schedule logs for them: these keep their errors only, unless debugging.
+_ECHOING_LOGGERS: Final = ("apscheduler.scheduler", "apscheduler.executors")
 # Credentials in shapes that need no configured secret: a key the reaper was never told about
 # (a second key in a message, a key file read elsewhere) is masked as well.
 _CREDENTIAL_PATTERNS: Final = (
@@ -216,10 +219,8 @@ def configure_logging(
         else:
             # httpcore's DEBUG is a trace of every socket operation: noise even when debugging.
             logger.setLevel(max(numeric, logging.WARNING))
-    # APScheduler's warnings for a skipped or missed run repeat, in prose, the cycle.skipped
-    # event reaper.schedule logs for them; keep its errors, drop the duplicates unless debugging.
     quieter = logging.DEBUG if numeric <= logging.DEBUG else max(numeric, logging.ERROR)
-    for name in ("apscheduler.scheduler", "apscheduler.executors"):
+    for name in _ECHOING_LOGGERS:
         logging.getLogger(name).setLevel(quieter)
     # uvicorn installs handlers of its own unless told otherwise; ours must be the only sink.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
@@ -235,7 +236,7 @@ def reset_logging() -> None:
     root = logging.getLogger()
     _remove_our_handlers(root)
     root.setLevel(logging.WARNING)
-    for name in (*_NOISY_LOGGERS, "apscheduler.scheduler", "apscheduler.executors"):
+    for name in (*_NOISY_LOGGERS, *_ECHOING_LOGGERS):
         logging.getLogger(name).setLevel(logging.NOTSET)
 
 
