@@ -29,7 +29,7 @@ from reaper.emulator.testing import IN_PROCESS_BASE_URL, asgi_transport, new_sta
 from reaper.metrics import Metrics
 from reaper.server import Health
 from reaper.settings import load_settings
-from tests.loopback import free_port, http_get, wait_for
+from tests.loopback import free_port, http_get, spawned, wait_for
 
 KEY = "sk-ant-api03-RunCommandTestKey0123456789abcdef"
 # Every metric of SPEC section 4. Labelled ones with no sample yet still get HELP and TYPE lines.
@@ -131,17 +131,8 @@ class Daemon:
 def reaper_run(env: dict[str, str], port: int, tmp_path: Path) -> Iterator[Daemon]:
     """Start `reaper run` with ``env``; kill it if the test leaves it running."""
     stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    # Files, not pipes: a dry run logs a line per batch and would fill a pipe nobody reads.
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "reaper", "run"], env=env, stdout=out, stderr=err
-        )
-    try:
+    with spawned([sys.executable, "-m", "reaper", "run"], env, stdout, stderr) as process:
         yield Daemon(process, port, stdout, stderr)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -18,7 +18,7 @@ import pytest
 
 from tests.chaos import population as pop
 from tests.chaos.conftest import KEY
-from tests.loopback import http_get
+from tests.loopback import http_get, spawned
 
 
 def metric(port: int, line_start: str) -> float:
@@ -102,13 +102,5 @@ class Daemon:
 def reaper_run(env: dict[str, str], tmp_path: Path, name: str = "run") -> Iterator[Daemon]:
     """Start `reaper run`; kill it if the test leaves it running."""
     stdout, stderr = tmp_path / f"{name}.stdout", tmp_path / f"{name}.stderr"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "reaper", "run"], env=env, stdout=out, stderr=err
-        )
-    try:
+    with spawned([sys.executable, "-m", "reaper", "run"], env, stdout, stderr) as process:
         yield Daemon(process, stdout, stderr)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)

@@ -34,6 +34,7 @@ from tests.chaos import population as pop
 from tests.chaos.conftest import KEY, chaos_emulator, chaos_settings, leaks
 from tests.chaos.daemon import command_env, run_command
 from tests.chaos.proxy import ProxyFaults, chaos_proxy
+from tests.loopback import spawned
 
 pytestmark = pytest.mark.anyio
 
@@ -349,11 +350,7 @@ def test_the_daemon_survives_crashing_cycles_without_printing_the_key(
     """`reaper run` with every cycle crashing: it goes on, logs masked, SIGTERM exits 0."""
     env = command_env("http://127.0.0.1:9", REAPER_LOG_LEVEL="debug", REAPER_INTERVAL="1s")
     out, err = tmp_path / "out", tmp_path / "err"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, str(crashing), "run"], env=env, stdout=stdout, stderr=stderr
-        )
-    try:
+    with spawned([sys.executable, str(crashing), "run"], env, out, err) as process:
         deadline = time.monotonic() + 20
         while out.read_text().count('"cycle.crashed"') < 2:
             assert time.monotonic() < deadline, "no two crashed cycles"
@@ -361,10 +358,6 @@ def test_the_daemon_survives_crashing_cycles_without_printing_the_key(
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     lines = out.read_text().splitlines()
     events: list[dict[str, Any]] = [json.loads(line) for line in lines]
     assert events[-1]["event"] == "daemon.stopped"
