@@ -113,5 +113,23 @@ class Batch:
             raise ModelError(f"unreadable batch object: {type(exc).__name__}: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A person's hold on one batch (a line of ``REAPER_HOLDS_FILE``): keep it until ``until``.
+
+    ``reason`` and ``by`` are free text for people (logs, ``explain``); a hold is active while
+    ``now < until`` and ignored (logged as expired) afterwards.
+    """
+
+    id: str
+    until: datetime
+    reason: str | None = None
+    by: str | None = None
+
+    def active(self, now: datetime) -> bool:
+        """True while the hold still keeps its batch."""
+        return now < self.until
+
+
 def _optional_time(value: Any) -> datetime | None:
     return None if value is None else parse_time(value)
