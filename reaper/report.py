@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Any, Final
 
 from reaper.durations import format_age
+from reaper.explain import Explanation
 from reaper.models import format_time
-from reaper.policy import Action, Decision, Explanation, Plan, Rule, StopReason, exceeds_fraction
+from reaper.policy import Action, Decision, Plan, Rule, StopReason, exceeds_fraction
 
 _ACTION_ORDER: Final = {Action.CANCEL: 0, Action.DELETE: 1, Action.KEEP: 2}
 DEFAULT_WORKSPACE_LABEL: Final = "default"

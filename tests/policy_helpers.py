@@ -39,3 +39,11 @@ def make_batch(
         ended_at=ended_at,
         workspace=workspace,
     )
+
+
+def mixed_listing(deletes: int, keeps: int, cancels: int = 0) -> list[Batch]:
+    """A listing with that many deletable, kept and stale batches (deletes most overdue first)."""
+    batches = [make_batch(f"d{i:03}", age=(100 - i) * DAY) for i in range(deletes)]
+    batches += [make_batch(f"k{i:03}", "in_progress", age=2 * HOUR) for i in range(keeps)]
+    batches += [make_batch(f"c{i:03}", "in_progress", age=(20 + i) * HOUR) for i in range(cancels)]
+    return batches

@@ -34,7 +34,9 @@ def _top(name: str) -> str:
     return name.split(".")[0]
 
 
-@pytest.mark.parametrize("module", ["reaper.models", "reaper.policy", "reaper.durations"])
+@pytest.mark.parametrize(
+    "module", ["reaper.models", "reaper.policy", "reaper.explain", "reaper.durations"]
+)
 def test_pure_core_imports_only_the_stdlib_and_the_core(module: str) -> None:
     """The policy and the models do no I/O: no HTTP, no logging pipeline, no settings."""
     if module not in SOURCES:

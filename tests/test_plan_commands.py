@@ -23,9 +23,10 @@ from reaper.commands.explain import run_explain
 from reaper.commands.plan import run_plan
 from reaper.emulator.state import ManualClock
 from reaper.emulator.testing import new_state, running_emulator
+from reaper.explain import explain
 from reaper.logs import reset_logging
 from reaper.models import Batch
-from reaper.policy import Policy, explain, plan
+from reaper.policy import Policy, plan
 from reaper.report import (
     decision_record,
     format_explanation,

@@ -304,7 +304,7 @@ def test_the_cap_defers_exactly_what_is_past_it(actions: int, cap_offset: int) -
 @given(scenarios())
 def test_explain_agrees_with_the_plan(scenario: tuple[list[Batch], Policy]) -> None:
     """For every batch, the first rule explain says matched is the rule the plan applied."""
-    from reaper.policy import explain
+    from reaper.explain import explain
 
     listing, policy = scenario
     decisions = all_decisions(plan(listing, NOW, policy, record_kept=True))

@@ -18,9 +18,10 @@ from typing import TextIO
 from reaper.cli import EX_FAILED, EX_OK
 from reaper.client import ApiError, BatchClient
 from reaper.commands.plan import BatchLister, configure_command_logging
+from reaper.explain import Explanation, explain
 from reaper.logs import flush_logging
 from reaper.models import Batch, ModelError
-from reaper.policy import Explanation, Policy, explain
+from reaper.policy import Policy
 from reaper.report import explanation_record, format_explanation, workspace_name
 from reaper.settings import Settings, load_settings
 
