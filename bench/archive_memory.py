@@ -224,7 +224,7 @@ def main() -> int:
 
 def measure_emulator(lines: int) -> dict[str, Any]:
     """Serve one ended batch of ``lines`` results from the emulator and archive it in a child."""
-    from reaper.emulator.testing import new_state, running_emulator
+    from reaper.emulator.harness import new_state, running_emulator
 
     state = new_state()
     created = state.now() - timedelta(days=8)

@@ -15,8 +15,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+from reaper.emulator.harness import asgi_client, new_state
 from reaper.emulator.records import ENDED
-from reaper.emulator.testing import asgi_client, new_state
 
 
 def _ms(seconds: float) -> str:

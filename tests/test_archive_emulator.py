@@ -16,8 +16,8 @@ from reaper.archive import Archiver, Outcome, sidecar_path
 from reaper.client import BatchClient
 from reaper.cycle import run_cycle
 from reaper.emulator.faults import Faults
+from reaper.emulator.harness import new_state, running_emulator
 from reaper.emulator.state import EmulatorState
-from reaper.emulator.testing import new_state, running_emulator
 from reaper.metrics import Metrics
 from reaper.models import format_time
 from reaper.settings import load_settings

@@ -18,8 +18,8 @@ from reaper.client import (
     NotFoundError,
 )
 from reaper.emulator.faults import Faults
+from reaper.emulator.harness import new_state, running_emulator
 from reaper.emulator.state import EmulatorState
-from reaper.emulator.testing import new_state, running_emulator
 from reaper.metrics import Metrics
 from reaper.models import format_time
 

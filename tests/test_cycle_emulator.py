@@ -25,8 +25,8 @@ import pytest
 from reaper.client import BatchClient
 from reaper.cycle import CycleOutcome, CycleReport, run_cycle
 from reaper.emulator.faults import Faults
+from reaper.emulator.harness import new_state, running_emulator
 from reaper.emulator.state import EmulatorState
-from reaper.emulator.testing import new_state, running_emulator
 from reaper.metrics import Metrics
 from reaper.models import format_time
 from reaper.settings import Settings, load_settings

@@ -22,7 +22,7 @@ from reaper.commands.demo import (
     seed,
 )
 from reaper.cycle import ActionOutcome, CycleOutcome, run_cycle
-from reaper.emulator.testing import asgi_transport
+from reaper.emulator.harness import asgi_transport
 from reaper.policy import Action, Rule
 
 CANARY_KEY = "sk-ant-api03-DemoMustNeverUseThisKey0123456789"

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from reaper.emulator.clock import system_clock
 from reaper.emulator.faults import Faults
-from reaper.emulator.state import EmulatorState, system_clock
-from reaper.emulator.testing import new_state, running_emulator
+from reaper.emulator.harness import new_state, running_emulator
+from reaper.emulator.state import EmulatorState
 from reaper.models import format_time
 
 KEY = "sk-ant-once-test-key-0123456789"

@@ -21,8 +21,8 @@ from reaper import cli
 from reaper.client import ApiError
 from reaper.commands.explain import run_explain
 from reaper.commands.plan import run_plan
-from reaper.emulator.state import ManualClock
-from reaper.emulator.testing import new_state, running_emulator
+from reaper.emulator.clock import ManualClock
+from reaper.emulator.harness import new_state, running_emulator
 from reaper.explain import explain
 from reaper.logs import reset_logging
 from reaper.models import Batch

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from reaper.emulator.testing import running_emulator
+from reaper.emulator.harness import running_emulator
 from tests.loopback import free_port, http_get, wait_for
 from tests.test_run_command import answers, daemon_env, reaper_run, seeded_state
 

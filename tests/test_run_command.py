@@ -24,8 +24,9 @@ import pytest
 
 from reaper.client import BatchClient
 from reaper.commands.run import cycle_job
-from reaper.emulator.state import EmulatorState, system_clock
-from reaper.emulator.testing import IN_PROCESS_BASE_URL, asgi_transport, new_state, running_emulator
+from reaper.emulator.clock import system_clock
+from reaper.emulator.harness import IN_PROCESS_BASE_URL, asgi_transport, new_state, running_emulator
+from reaper.emulator.state import EmulatorState
 from reaper.metrics import Metrics
 from reaper.server import Health
 from reaper.settings import load_settings

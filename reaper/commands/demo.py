@@ -32,8 +32,9 @@ from reaper.client import BatchClient
 from reaper.commands.run import ReadinessProgress
 from reaper.cycle import ActionOutcome, CycleReport, run_cycle
 from reaper.daemon import run_daemon
-from reaper.emulator.state import EmulatorState, ManualClock
-from reaper.emulator.testing import IN_PROCESS_BASE_URL, asgi_transport
+from reaper.emulator.clock import ManualClock
+from reaper.emulator.harness import IN_PROCESS_BASE_URL, asgi_transport
+from reaper.emulator.state import EmulatorState
 from reaper.logs import configure_logging, flush_logging
 from reaper.metrics import Metrics
 from reaper.models import format_time

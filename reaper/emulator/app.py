@@ -26,9 +26,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from reaper.emulator import control
+from reaper.emulator.errors import RequestRejected, invalid, not_found
 from reaper.emulator.records import ENDED, format_us, to_us
 from reaper.emulator.results import ABORT, CORRUPT, SHORT, TRUNCATE, result_chunks
-from reaper.emulator.state import EmulatorState, RequestRejected, invalid, not_found
+from reaper.emulator.state import EmulatorState
 
 JSON: Final = "application/json"
 JSONL: Final = "application/x-jsonl"

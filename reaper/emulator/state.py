@@ -1,4 +1,7 @@
-"""The emulator's store: batches by workspace, their clock-driven lifecycle, and request counters.
+"""The emulator's store: batches by workspace, their clock-driven lifecycle, the fault switches.
+
+Its clock (``clock``), request counters (``stats``) and create validation (``validation``) live in
+modules of their own; this module holds the batches and the operations on them.
 
 Each workspace keeps its batches in a ``SortedKeyList`` ordered by (-created_at, id), the listing
 order, beside one dict id -> record for the whole store; so retrieve, delete and any list page cost
@@ -16,19 +19,20 @@ from __future__ import annotations
 import dataclasses
 import operator
 import random
-import re
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
 from sortedcontainers import SortedKeyList
 
 from reaper.emulator import seed as seeding
+from reaper.emulator.clock import Clock, EmulatorClock, system_clock
+from reaper.emulator.errors import RequestRejected, invalid, not_found
 from reaper.emulator.faults import Faults, TokenBucket
 from reaper.emulator.records import (
     CANCELING,
@@ -36,144 +40,16 @@ from reaper.emulator.records import (
     IN_PROGRESS,
     SECOND,
     BatchRecord,
-    from_us,
     new_batch_id,
     new_request_id,
     to_us,
 )
-
-Clock = Callable[[], datetime]
+from reaper.emulator.stats import RequestStats
+from reaper.emulator.validation import validate_create
 
 # A realistic-looking id for the key's own workspace (real ones: wrkspc_ + 24 characters).
 DEFAULT_WORKSPACE: Final = "wrkspc_011CEmulatorDefault00001"
 DEFAULT_ORGANIZATION: Final = "5f0c3a7e-1d2b-4e8f-9a6c-7b1e2d3f4a50"
-MAX_REQUESTS: Final = 100_000  # per batch (OpenAPI CreateMessageBatchParams maxItems)
-MUTATING: Final = ("create", "cancel", "delete")
-_CUSTOM_ID: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-_MUTATION_LOG_SIZE: Final = 100_000
-
-
-def system_clock() -> datetime:
-    """Return the current time, aware, in UTC."""
-    return datetime.now(UTC)
-
-
-class ManualClock:
-    """A clock that moves only when told: ``advance()`` or ``set()``."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = start if start is not None else datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-        if self._now.tzinfo is None:
-            raise ValueError("ManualClock needs an aware datetime")
-
-    def __call__(self) -> datetime:
-        return self._now
-
-    def advance(self, by: float | timedelta) -> datetime:
-        """Move the clock forward by seconds or a timedelta; return the new time."""
-        self._now += by if isinstance(by, timedelta) else timedelta(seconds=by)
-        return self._now
-
-    def set(self, when: datetime) -> None:
-        """Set the clock to an aware datetime."""
-        if when.tzinfo is None:
-            raise ValueError("ManualClock needs an aware datetime")
-        self._now = when
-
-
-class RequestRejected(Exception):
-    """An API request the real API would refuse: carries the HTTP status and the error type."""
-
-    def __init__(
-        self,
-        status: int,
-        error_type: str,
-        message: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        error_code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
-        self.message = message
-        self.headers = dict(headers or {})
-        self.error_code = error_code
-
-    def body(self, request_id: str) -> dict[str, Any]:
-        """Return the API's error envelope."""
-        error: dict[str, Any] = {"type": self.error_type, "message": self.message}
-        if self.error_code is not None:
-            error["details"] = {"error_code": self.error_code}
-        return {"type": "error", "error": error, "request_id": request_id}
-
-
-def not_found(batch_id: str) -> RequestRejected:
-    """Return the 404 the API gives for an id it does not know (in this workspace)."""
-    return RequestRejected(404, "not_found_error", f"No message batch found with id {batch_id!r}.")
-
-
-def invalid(message: str) -> RequestRejected:
-    """Return a 400 ``invalid_request_error``."""
-    return RequestRejected(400, "invalid_request_error", message)
-
-
-@dataclass(frozen=True, slots=True)
-class Mutation:
-    """One create, cancel or delete request as it was answered."""
-
-    endpoint: str
-    batch_id: str | None
-    workspace: str | None
-    status: int
-    request_id: str
-
-
-class RequestStats:
-    """Counts of API requests by (endpoint, status), and a log of the mutating ones."""
-
-    def __init__(self) -> None:
-        self.by_status: Counter[tuple[str, int]] = Counter()
-        # Bounded: a chaos run deleting a million batches must not grow without end.
-        self.mutations: deque[Mutation] = deque(maxlen=_MUTATION_LOG_SIZE)
-
-    def record(
-        self,
-        endpoint: str,
-        status: int,
-        request_id: str,
-        *,
-        batch_id: str | None = None,
-        workspace: str | None = None,
-    ) -> None:
-        """Count one answered request (every status, faults included)."""
-        self.by_status[(endpoint, status)] += 1
-        if endpoint in MUTATING:
-            self.mutations.append(Mutation(endpoint, batch_id, workspace, status, request_id))
-
-    def count(self, endpoint: str | None = None, status: int | None = None) -> int:
-        """Count the requests to ``endpoint`` (None: any) answered with ``status`` (None: any)."""
-        return sum(
-            n
-            for (e, s), n in self.by_status.items()
-            if (endpoint is None or e == endpoint) and (status is None or s == status)
-        )
-
-    def mutating(self, *, status: int | None = None) -> dict[str, int]:
-        """Count create, cancel and delete requests (answered with ``status``, None: any)."""
-        return {endpoint: self.count(endpoint, status) for endpoint in MUTATING}
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the counters in a JSON-friendly shape."""
-        return {
-            "by_endpoint_status": [
-                {"endpoint": e, "status": s, "count": n}
-                for (e, s), n in sorted(self.by_status.items())
-            ],
-            "mutating": self.mutating(),
-            "mutating_ok": self.mutating(status=200),
-            "total": self.count(),
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +80,7 @@ class EmulatorState:
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._clock = clock
-        self._offset = timedelta()
+        self.clock = EmulatorClock(clock)
         self.api_key = api_key
         self.cancel_seconds = cancel_seconds
         self.processing_seconds = processing_seconds
@@ -239,7 +114,7 @@ class EmulatorState:
 
     def now(self) -> datetime:
         """Return the emulator's current time (the clock plus any control-surface offset)."""
-        return self._clock() + self._offset
+        return self.clock()
 
     def now_us(self) -> int:
         """Return the emulator's current time in microseconds since the epoch."""
@@ -247,15 +122,11 @@ class EmulatorState:
 
     def advance(self, seconds: float) -> datetime:
         """Move the emulator's time forward (an offset over the clock); return the new time."""
-        with self._lock:
-            self._offset += timedelta(seconds=seconds)
-            return self.now()
+        return self.clock.advance(seconds)
 
     def set_time(self, when: datetime) -> datetime:
         """Make the emulator's time read ``when`` from now on (an offset over the clock)."""
-        with self._lock:
-            self._offset = when - self._clock()
-            return self.now()
+        return self.clock.set(when)
 
     # -- faults -----------------------------------------------------------------------------
 
@@ -324,7 +195,7 @@ class EmulatorState:
 
     def create(self, workspace: str, body: Any) -> BatchRecord:
         """Validate a create body and store a new in-progress batch."""
-        custom_ids, bad_params = _validate_create(body)
+        custom_ids, bad_params = validate_create(body)
         with self._lock:
             now = self.now_us()
             batch_id = new_batch_id(self.rng)
@@ -533,7 +404,7 @@ class EmulatorState:
             self._by_id.clear()
             self._lists.clear()
             self.stats = RequestStats()
-            self._offset = timedelta()
+            self.clock.reset()
             self.faults = Faults()
 
     def _sorted(self, workspace: str) -> SortedKeyList:
@@ -561,80 +432,9 @@ def _check_unique(records: list[BatchRecord]) -> None:
         seen.add(record.id)
 
 
-def _validate_create(body: Any) -> tuple[tuple[str, ...], dict[int, str]]:
-    """Check a create body like the API's schema; return custom ids and the invalid params.
-
-    Only the envelope is checked synchronously; like the real API, bad ``params`` do not fail the
-    create but surface later as errored results (docs: "Test your batch requests").
-    """
-    if not isinstance(body, dict):
-        raise invalid("Request body must be a JSON object.")
-    extra = sorted(set(body) - {"requests"})
-    if extra:
-        raise invalid(f"{extra[0]}: Extra inputs are not permitted")
-    requests = body.get("requests")
-    if requests is None:
-        raise invalid("requests: Field required")
-    if not isinstance(requests, list):
-        raise invalid("requests: Input should be a valid list")
-    if not 1 <= len(requests) <= MAX_REQUESTS:
-        raise invalid(
-            f"requests: List should have between 1 and {MAX_REQUESTS} items, not {len(requests)}"
-        )
-    custom_ids: list[str] = []
-    seen: set[str] = set()
-    bad_params: dict[int, str] = {}
-    for index, item in enumerate(requests):
-        where = f"requests.{index}"
-        if not isinstance(item, dict):
-            raise invalid(f"{where}: Input should be a valid dictionary")
-        extra = sorted(set(item) - {"custom_id", "params"})
-        if extra:
-            raise invalid(f"{where}.{extra[0]}: Extra inputs are not permitted")
-        custom_id = item.get("custom_id")
-        if not isinstance(custom_id, str) or not _CUSTOM_ID.fullmatch(custom_id):
-            raise invalid(
-                f"{where}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
-            )
-        if custom_id in seen:
-            raise invalid(f"{where}.custom_id: Duplicate custom_id {custom_id!r} in this batch")
-        seen.add(custom_id)
-        custom_ids.append(custom_id)
-        params = item.get("params")
-        if not isinstance(params, dict):
-            raise invalid(f"{where}.params: Input should be a valid dictionary")
-        problem = _params_problem(params)
-        if problem is not None:
-            bad_params[index] = problem
-    return tuple(custom_ids), bad_params
-
-
-def _params_problem(params: Mapping[str, Any]) -> str | None:
-    """Return why the Messages API would reject ``params`` (checked when processed), or None."""
-    for name in ("model", "max_tokens", "messages"):
-        if name not in params:
-            return f"{name}: Field required"
-    if not isinstance(params["model"], str) or not params["model"]:
-        return "model: Input should be a valid string"
-    max_tokens = params["max_tokens"]
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        return "max_tokens: Input should be greater than or equal to 1"
-    if not isinstance(params["messages"], list) or not params["messages"]:
-        return "messages: at least one message is required"
-    if params.get("stream") is True:
-        return "stream: streaming is not supported in the Message Batches API"
-    return None
-
-
 __all__ = [
+    "DEFAULT_ORGANIZATION",
     "DEFAULT_WORKSPACE",
-    "BatchRecord",
-    "Clock",
     "EmulatorState",
-    "ManualClock",
     "Page",
-    "RequestRejected",
-    "RequestStats",
-    "from_us",
-    "system_clock",
 ]

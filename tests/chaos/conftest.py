@@ -21,8 +21,8 @@ from structlog.testing import capture_logs
 
 from reaper.client import BatchClient
 from reaper.cycle import CycleOutcome, CycleReport, run_cycle
+from reaper.emulator.harness import new_state, running_emulator
 from reaper.emulator.state import EmulatorState
-from reaper.emulator.testing import new_state, running_emulator
 from reaper.metrics import Metrics
 from reaper.settings import Settings, load_settings
 from tests.chaos import population as pop

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reaper import cli
+from reaper.emulator.clock import system_clock
+from reaper.emulator.harness import asgi_client, new_state, running_emulator
 from reaper.emulator.seed import SeedError
-from reaper.emulator.state import system_clock
-from reaper.emulator.testing import asgi_client, new_state, running_emulator
 from reaper.models import Batch, ModelError
 from reaper.settings import KNOWN_VARIABLES
 from tests.chaos import population as pop

@@ -32,9 +32,9 @@ from hypothesis import strategies as st
 from reaper.client import BatchClient
 from reaper.cycle import run_cycle
 from reaper.emulator.faults import Faults
+from reaper.emulator.harness import IN_PROCESS_BASE_URL, asgi_transport, new_state
 from reaper.emulator.records import ENDED, IN_PROGRESS, KNOWN_STATUSES, from_us
 from reaper.emulator.state import EmulatorState
-from reaper.emulator.testing import IN_PROCESS_BASE_URL, asgi_transport, new_state
 from reaper.metrics import Metrics
 from reaper.models import format_time
 from reaper.settings import Settings, load_settings

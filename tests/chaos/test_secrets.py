@@ -25,9 +25,9 @@ from prometheus_client import generate_latest
 
 from reaper.client import ApiError, BatchClient, ConnectionFailed
 from reaper.cycle import CycleOutcome, run_cycle
+from reaper.emulator.clock import system_clock
 from reaper.emulator.faults import Faults
-from reaper.emulator.state import system_clock
-from reaper.emulator.testing import new_state, running_emulator
+from reaper.emulator.harness import new_state, running_emulator
 from reaper.logs import REDACTED, configure_logging, reset_logging
 from reaper.metrics import Metrics
 from tests.chaos import population as pop

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from reaper.emulator.clock import system_clock
 from reaper.emulator.faults import Faults
-from reaper.emulator.state import EmulatorState, system_clock
-from reaper.emulator.testing import new_state, running_emulator
+from reaper.emulator.harness import new_state, running_emulator
+from reaper.emulator.state import EmulatorState
 from tests.chaos import population as pop
 from tests.chaos.conftest import KEY, assert_canceled_leftovers, leaks, unsettled
 from tests.chaos.daemon import command_env, metric, reaper_run

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import anthropic
 import pytest
 
+from reaper.emulator.harness import new_state, running_emulator
 from reaper.emulator.state import EmulatorState
-from reaper.emulator.testing import new_state, running_emulator
 
 KEY = "sk-ant-emulator-test-key"
 

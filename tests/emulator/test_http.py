@@ -13,8 +13,8 @@ import pytest
 
 from reaper.emulator.app import create_app
 from reaper.emulator.faults import Faults
+from reaper.emulator.harness import asgi_client, new_state
 from reaper.emulator.state import DEFAULT_ORGANIZATION, DEFAULT_WORKSPACE, EmulatorState
-from reaper.emulator.testing import asgi_client, new_state
 
 from .conftest import KEY
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from reaper.emulator.harness import new_state
 from reaper.emulator.records import DAY, format_us
 from reaper.emulator.seed import SeedError
 from reaper.emulator.state import DEFAULT_WORKSPACE, EmulatorState
-from reaper.emulator.testing import new_state
 
 WS = DEFAULT_WORKSPACE
 

@@ -9,15 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reaper.emulator.clock import ManualClock
+from reaper.emulator.errors import RequestRejected
 from reaper.emulator.faults import Faults, TokenBucket
+from reaper.emulator.harness import new_state
 from reaper.emulator.records import format_us
-from reaper.emulator.state import (
-    DEFAULT_WORKSPACE,
-    EmulatorState,
-    ManualClock,
-    RequestRejected,
-)
-from reaper.emulator.testing import new_state
+from reaper.emulator.state import DEFAULT_WORKSPACE, EmulatorState
 
 WS = DEFAULT_WORKSPACE
 PARAMS = {

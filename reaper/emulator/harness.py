@@ -1,4 +1,6 @@
-"""Helpers for tests (and the interim demo): run the emulator over loopback or in-process.
+"""The in-process emulator harness: run the emulator over loopback or inside this process.
+
+``reaper demo`` runs on it (in-process, no socket), and so do the tests and the benchmarks.
 
 - ``new_state(**kwargs)``: an ``EmulatorState`` on a ``ManualClock`` with a fixed random seed, so
   a test is repeatable; move its time with ``state.advance(seconds)``.
@@ -25,8 +27,9 @@ import httpx
 import uvicorn
 
 from reaper.emulator.app import create_app
+from reaper.emulator.clock import Clock, ManualClock
 from reaper.emulator.results import ResultsAborted
-from reaper.emulator.state import Clock, EmulatorState, ManualClock
+from reaper.emulator.state import EmulatorState
 
 IN_PROCESS_BASE_URL: Final = "http://emulator.test"
 ANTHROPIC_VERSION: Final = "2023-06-01"
