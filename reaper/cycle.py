@@ -641,7 +641,7 @@ class _Sweep:
                 max_delete_fraction=self.policy.max_delete_fraction,
             )
             self.tally.safety_stops.append(stop)
-            self.metrics.safety_stops.labels(self.label).inc()
+            self.metrics.safety_stops.labels(self.label, "delete_fraction").inc()
             log.warning(
                 "safety.stop",
                 workspace=self.label,

@@ -33,6 +33,9 @@ _LAG_BUCKETS = (
 
 CYCLE_OUTCOMES = ("success", "partial", "failed", "safety_stop")
 ACTION_OUTCOMES = ("done", "failed", "dry_run", "deferred")
+SAFETY_STOP_REASONS = ("delete_fraction", "cancel_fraction")
+LISTING_REJECTED_REASONS = ("clock_skew", "duplicate_id", "out_of_order", "future_created_at")
+HOLD_STATES = ("active", "expired")
 
 
 def workspace_label(workspace: str | None) -> str:
@@ -96,7 +99,16 @@ class Metrics:
             "reaper_api_retries", "Retried API requests.", ["endpoint", "reason"], registry=r
         )
         self.safety_stops = Counter(
-            "reaper_safety_stops", "Cycles stopped by a safety guard.", ["workspace"], registry=r
+            "reaper_safety_stops",
+            "Workspaces stopped by a safety guard, by guard.",
+            ["workspace", "reason"],
+            registry=r,
+        )
+        self.listing_rejected = Counter(
+            "reaper_listing_rejected",
+            "Listings refused as inconsistent or skewed (the workspace acted on nothing).",
+            ["workspace", "reason"],
+            registry=r,
         )
         self.delete_lag = Histogram(
             "reaper_delete_lag_seconds",
@@ -111,6 +123,27 @@ class Metrics:
         self.archive_bytes = Counter(
             "reaper_archive_bytes", "Bytes of results archived.", ["workspace"], registry=r
         )
+        self.archive_backlog = Gauge(
+            "reaper_archive_backlog",
+            "Ended batches in scope whose results are available and not yet archived.",
+            ["workspace"],
+            registry=r,
+        )
+        self.archive_backlog_min_expiry = Gauge(
+            "reaper_archive_backlog_min_expiry_seconds",
+            "Time until the soonest unarchived results in scope expire (absent when none).",
+            ["workspace"],
+            registry=r,
+        )
+        self.results_lost = Counter(
+            "reaper_results_lost",
+            "Batches in scope first seen with their results gone and no archive.",
+            ["workspace"],
+            registry=r,
+        )
+        self.holds = Gauge(
+            "reaper_holds", "Holds in the holds file at the last cycle.", ["state"], registry=r
+        )
         self.build_info = Gauge(
             "reaper_build_info", "Build information; always 1.", ["version"], registry=r
         )
@@ -122,7 +155,28 @@ class Metrics:
     def init_workspace(self, workspace: str | None) -> None:
         """Create a workspace's counter series at 0, so alerts see their first increment."""
         label = workspace_label(workspace)
-        self.safety_stops.labels(workspace=label)
+        for reason in SAFETY_STOP_REASONS:
+            self.safety_stops.labels(workspace=label, reason=reason)
+        for reason in LISTING_REJECTED_REASONS:
+            self.listing_rejected.labels(workspace=label, reason=reason)
+        self.results_lost.labels(workspace=label)
         for action in ("cancel", "delete"):
             for outcome in ACTION_OUTCOMES:
                 self.actions.labels(workspace=label, action=action, outcome=outcome)
+
+    def set_holds(self, active: int, expired: int) -> None:
+        """Record how many holds the file held at this cycle, by state."""
+        self.holds.labels(state="active").set(active)
+        self.holds.labels(state="expired").set(expired)
+
+    def set_archive_backlog(
+        self, workspace: str | None, count: int, min_expiry_seconds: float | None
+    ) -> None:
+        """Record a workspace's archive backlog; no soonest expiry removes that series."""
+        label = workspace_label(workspace)
+        self.archive_backlog.labels(workspace=label).set(count)
+        if min_expiry_seconds is None:
+            # Absent when none: an alert on "expires within 48h" must not see a stale value.
+            self.archive_backlog_min_expiry.remove(label)  # a no-op when absent
+        else:
+            self.archive_backlog_min_expiry.labels(workspace=label).set(min_expiry_seconds)

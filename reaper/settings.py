@@ -7,9 +7,11 @@ the known variables to pydantic. Pydantic never reads ``os.environ`` behind its 
 source is the values given here), and its errors are rewritten into one line per bad variable:
 ``VARIABLE=value: what is accepted``. The key's value never appears in an error.
 
-Durations that switch a rule off accept ``never``: ``REAPER_DELETE_ENDED_AFTER``,
-``REAPER_DELETE_FAILED_AFTER`` and ``REAPER_CANCEL_STALE_AFTER``. The others must be durations;
-``REAPER_INTERVAL`` and ``REAPER_REQUEST_TIMEOUT`` must be positive, the rest may be ``0s``.
+Durations that switch a rule or check off accept ``never``: ``REAPER_DELETE_ENDED_AFTER``,
+``REAPER_DELETE_FAILED_AFTER``, ``REAPER_CANCEL_STALE_AFTER`` and ``REAPER_MAX_CLOCK_SKEW``. The
+others must be durations; ``REAPER_INTERVAL``, ``REAPER_REQUEST_TIMEOUT``, ``REAPER_PLAN_MAX_AGE``
+and ``REAPER_MAX_CLOCK_SKEW`` must be positive, the rest may be ``0s``. How values read as text
+(accepted forms, error lines) lives in :mod:`reaper.settings_text`, the key in :mod:`reaper.apikey`.
 """
 
 from __future__ import annotations
@@ -31,25 +33,26 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from reaper.cronspec import CRON_FORMS, parse_cron
-from reaper.durations import (
-    DURATION_EXAMPLES,
-    DURATION_FORMS,
-    format_duration,
-    parse_duration,
-    parse_optional_duration,
-)
+from reaper.apikey import KEY_FILE_VAR, KEY_VAR, MASK, read_key, show
+from reaper.cronspec import parse_cron
+from reaper.durations import format_duration, parse_duration, parse_optional_duration
+from reaper.settings_text import describe_errors, display
+
+__all__ = [
+    "KEY_FILE_VAR",
+    "KEY_VAR",
+    "KNOWN_VARIABLES",
+    "MASK",
+    "ConfigError",
+    "Settings",
+    "describe_settings",
+    "load_settings",
+]
 
 PREFIX: Final = "REAPER_"
-KEY_VAR: Final = "ANTHROPIC_API_KEY"
-KEY_FILE_VAR: Final = "ANTHROPIC_API_KEY_FILE"
-MASK: Final = "********"
-# A key file is a few dozen bytes; refuse to slurp /dev/zero or a log file named by mistake.
-_KEY_FILE_LIMIT: Final = 64 * 1024
 _ID = re.compile(r"[A-Za-z0-9_.:\-]{1,256}")
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off"})
-_BOOL_FORMS: Final = "true or false (also 1/0, yes/no, on/off)"
 
 
 class ConfigError(Exception):
@@ -140,12 +143,25 @@ class Settings(BaseSettings):
     min_age: Duration = Field(timedelta(hours=1), description="never act on younger batches")
     keep_last: int = Field(0, ge=0, le=1_000_000, description="memory grows with it")
     protect_ids: IdSet = frozenset()
+    holds_file: Path | None = Field(None, description="JSON Lines of holds, re-read every cycle")
+    plan_max_age: Duration = Field(
+        timedelta(hours=24), description="apply refuses an older reviewed plan; a working day"
+    )
     max_actions_per_run: int = Field(10_000, ge=0, description="0 acts on nothing")
     max_delete_fraction: float = Field(1.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    max_cancel_fraction: float = Field(
+        1.0, ge=0.0, le=1.0, allow_inf_nan=False, description="of the in_progress batches"
+    )
+    max_clock_skew: OptionalDuration = Field(
+        timedelta(minutes=2),
+        description="API Date vs host clock; 2m is far above NTP drift, far below any retention",
+    )
 
-    # -- archive
+    # -- archive and ledger
     archive_dir: Path | None = None
+    archive_scope: Annotated[Literal["all", "failed"], BeforeValidator(_lower)] = "all"
     archive_missing: Annotated[Literal["keep", "delete"], BeforeValidator(_lower)] = "keep"
+    ledger_dir: Path | None = Field(None, description="append-only record of every mutation")
 
     # -- client
     concurrency: int = Field(8, ge=1, le=64, description="requests in flight")
@@ -199,20 +215,29 @@ class Settings(BaseSettings):
     def _check_cron(cls, value: str | None) -> str | None:
         return None if value is None else parse_cron(value).text
 
-    @field_validator("archive_dir")
+    @field_validator("archive_dir", "ledger_dir")
     @classmethod
-    def _check_archive_dir(cls, value: Path | None) -> Path | None:
-        # It may be missing at start (a volume not mounted yet); the archiver never creates it,
-        # so until it exists every archive fails and nothing is deleted. A file there is a
-        # mistake.
+    def _check_dir(cls, value: Path | None) -> Path | None:
+        # It may be missing at start (a volume not mounted yet); neither the archiver nor the
+        # ledger ever creates it, so until it exists every archive fails and nothing is deleted,
+        # every intent fails and nothing is sent. A file there is a mistake.
         if value is not None and value.exists() and not value.is_dir():
             raise ValueError("it exists and is not a directory")
         return value
 
-    @field_validator("interval", "request_timeout")
+    @field_validator("holds_file")
     @classmethod
-    def _check_positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
+    def _check_holds_file(cls, value: Path | None) -> Path | None:
+        # Read (and its lines checked) every cycle and by check-config, not here: a mounted
+        # ConfigMap may appear later. A directory is never right.
+        if value is not None and value.is_dir():
+            raise ValueError("it is a directory")
+        return value
+
+    @field_validator("interval", "request_timeout", "plan_max_age", "max_clock_skew")
+    @classmethod
+    def _check_positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
             raise ValueError("")
         return value
 
@@ -244,39 +269,13 @@ ENV_NAMES: Final[Mapping[str, str]] = {
     if name != "api_key_source"
 }
 KNOWN_VARIABLES: Final = frozenset(ENV_NAMES.values())
-_OPTIONAL_DURATION = f"{DURATION_FORMS}, or never"
-_ACCEPTS: Final[Mapping[str, str]] = {
-    "base_url": "an http:// or https:// URL with a host and no credentials, query or fragment",
-    "workspace_ids": "distinct comma-separated workspace ids (letters, digits, _ - . :), or empty",
-    "interval": f"a positive duration like {DURATION_EXAMPLES}",
-    "cron": CRON_FORMS,
-    "shutdown_grace": DURATION_FORMS,
-    "dry_run": _BOOL_FORMS,
-    "delete_ended_after": _OPTIONAL_DURATION,
-    "delete_failed_after": _OPTIONAL_DURATION,
-    "cancel_stale_after": _OPTIONAL_DURATION,
-    "delete_canceled": _BOOL_FORMS,
-    "cancel_wait_timeout": DURATION_FORMS,
-    "min_age": DURATION_FORMS,
-    "keep_last": "an integer from 0 to 1000000",
-    "protect_ids": "comma-separated batch ids (letters, digits, _ - . :), or empty",
-    "max_actions_per_run": "an integer, 0 or more (0 acts on nothing)",
-    "max_delete_fraction": "a number from 0 to 1",
-    "archive_dir": "a directory path, or empty for no archive",
-    "archive_missing": "keep or delete",
-    "concurrency": "an integer from 1 to 64",
-    "max_rpm": "an integer from 1 to 100000",
-    "page_size": "an integer from 1 to 1000",
-    "request_timeout": f"a positive duration like {DURATION_EXAMPLES}",
-    "max_retries": "an integer from 0 to 20",
-    "metrics_host": "a host name or IP address to listen on",
-    "metrics_port": "an integer from 0 to 65535 (0: no metrics server)",
-    "log_level": "debug, info, warning or error",
-    "log_format": "json or console",
-}
 # Empty means "unset" only where unset means "nothing"; elsewhere an empty value is a mistake.
-_EMPTY_IS_UNSET: Final = frozenset({"workspace_ids", "protect_ids", "cron", "archive_dir"})
-_NEVERABLE: Final = frozenset({"delete_ended_after", "delete_failed_after", "cancel_stale_after"})
+_EMPTY_IS_UNSET: Final = frozenset(
+    {"workspace_ids", "protect_ids", "cron", "archive_dir", "holds_file", "ledger_dir"}
+)
+_NEVERABLE: Final = frozenset(
+    {"delete_ended_after", "delete_failed_after", "cancel_stale_after", "max_clock_skew"}
+)
 _NOT_FROM_ENV: Final = frozenset({"api_key", "api_key_file"})
 
 
@@ -288,7 +287,7 @@ def load_settings(
         import os  # only here: no other function reads the process environment
 
         environ = os.environ
-    key, key_source, key_problem = _read_key(environ)
+    key, key_source, key_problem = read_key(environ)
     problems = _unknown_variables(environ, secret=key)
     values: dict[str, Any] = {}
     if key is not None:
@@ -310,7 +309,7 @@ def load_settings(
     try:
         settings = Settings(**values)
     except ValidationError as exc:
-        problems.extend(_describe_errors(exc, values, secret=key))
+        problems.extend(describe_errors(exc, values, ENV_NAMES, secret=key))
     except SettingsError as exc:  # defensive: NoDecode should make this unreachable
         problems.append(f"settings error: {type(exc).__name__}")
     if key_problem:
@@ -336,24 +335,10 @@ def describe_settings(settings: Settings) -> list[tuple[str, str]]:
         rows.append(
             (
                 name,
-                format_duration(None) if field in _NEVERABLE and value is None else _display(value),
+                format_duration(None) if field in _NEVERABLE and value is None else display(value),
             )
         )
     return rows
-
-
-def _display(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, timedelta):
-        return format_duration(value)
-    if isinstance(value, tuple):
-        return ",".join(value)
-    if isinstance(value, frozenset):
-        return ",".join(sorted(value))
-    if value is None:
-        return ""
-    return str(value)
 
 
 def _unknown_variables(environ: Mapping[str, str], *, secret: str | None) -> list[str]:
@@ -370,94 +355,7 @@ def _unknown_variables(environ: Mapping[str, str], *, secret: str | None) -> lis
         )
         suggestion = f"; did you mean {tails[hint[0]]}?" if hint else ""
         problems.append(
-            f"{name}={_show(environ[name], secret=secret)}: unknown variable, not one of the "
+            f"{name}={show(environ[name], secret=secret)}: unknown variable, not one of the "
             f"{PREFIX}* variables{suggestion}"
         )
     return problems
-
-
-def _read_key(environ: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
-    """Return (key, the variable it came from, a problem) without ever putting the key in text."""
-    direct = environ.get(KEY_VAR, "").strip() or None
-    path_text = environ.get(KEY_FILE_VAR, "").strip()
-    if not path_text:
-        if direct is not None and not _plausible_key(direct):
-            return None, None, f"{KEY_VAR}={MASK}: one line of printable ASCII without spaces"
-        return direct, KEY_VAR if direct else None, None
-    where = f"{KEY_FILE_VAR}={_show(path_text)}"
-    try:
-        with open(path_text, "rb") as handle:
-            data = handle.read(_KEY_FILE_LIMIT + 1)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        return None, None, f"{where}: a readable file holding the key (cannot read it: {reason})"
-    if len(data) > _KEY_FILE_LIMIT:
-        return None, None, f"{where}: a file holding only the key (this one is over 64 KiB)"
-    try:
-        from_file = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return None, None, f"{where}: a text file holding the key (this one is not UTF-8)"
-    if not from_file:
-        return None, None, f"{where}: a file holding the key (this one is empty)"
-    if not _plausible_key(from_file):
-        return None, None, f"{where}: a file holding one line of printable ASCII without spaces"
-    if direct is not None and direct != from_file:
-        return (
-            None,
-            None,
-            (
-                f"{KEY_VAR}={MASK}: set either {KEY_VAR} or {KEY_FILE_VAR}, "
-                "not both with different keys"
-            ),
-        )
-    return from_file, KEY_FILE_VAR, None
-
-
-def _plausible_key(key: str) -> bool:
-    return key.isascii() and key.isprintable() and not any(c.isspace() for c in key)
-
-
-def _describe_errors(
-    exc: ValidationError, values: Mapping[str, Any], *, secret: str | None
-) -> list[str]:
-    lines = []
-    seen: set[str] = set()
-    for error in exc.errors(include_input=False, include_url=False):
-        field = str(error["loc"][0]) if error["loc"] else ""
-        if field in seen or field not in ENV_NAMES:
-            continue
-        seen.add(field)
-        name = ENV_NAMES[field]
-        accepts = _ACCEPTS.get(field, "a valid value")
-        detail = ""
-        if error["type"] == "value_error":
-            detail = str(error.get("ctx", {}).get("error", ""))
-            if _show(detail, secret=secret) == MASK:
-                detail = ""  # it quotes a value that looks like a key
-        shown = _show(str(values.get(field, "")), secret=secret)
-        if field == "base_url":
-            shown = _show(_hide_url_credentials(str(values.get(field, ""))), secret=secret)
-        line = f"{name}={shown}: {accepts}"
-        # Skip details that only repeat what the accepted forms already say.
-        if detail and detail not in accepts and DURATION_FORMS not in detail:
-            line += f" ({detail})"
-        lines.append(line)
-    return lines
-
-
-def _show(value: str, *, secret: str | None = None) -> str:
-    """Render a value for an error line: one line, short, never anything that looks like a key."""
-    # A key pasted into the wrong variable must not be echoed either; very short test keys would
-    # mask ordinary words, hence the length floor.
-    if "sk-ant" in value or (secret is not None and len(secret) >= 8 and secret in value):
-        return MASK
-    if not value.isprintable():
-        value = value.encode("unicode_escape").decode("ascii")
-    return value if len(value) <= 80 else value[:77] + "..."
-
-
-def _hide_url_credentials(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    return f"{scheme}://{MASK}@{rest.split('@', 1)[1]}"

@@ -125,6 +125,34 @@ def test_presets_are_ordered_by_how_soon_they_act() -> None:
     assert standard.max_actions_per_run > conservative.max_actions_per_run
     assert conservative.cancel_stale_after is None
     assert conservative.max_delete_fraction < standard.max_delete_fraction
+    assert conservative.max_cancel_fraction < standard.max_cancel_fraction
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_each_preset_says_whether_to_set_the_archive_and_the_ledger(path: Path) -> None:
+    """A preset names REAPER_ARCHIVE_DIR and REAPER_LEDGER_DIR and says whether to set them."""
+    text = path.read_text(encoding="utf-8")
+    for name, word in (("archive", "REAPER_ARCHIVE_DIR"), ("ledger", "REAPER_LEDGER_DIR")):
+        advice = re.search(rf"^# {name.capitalize()}: (required|recommended|optional)", text, re.M)
+        assert advice, f"{path.name}: no '# {name.capitalize()}: required/recommended/optional'"
+        assert f"# {word}=" in text, f"{path.name}: no commented {word}= line to uncomment"
+
+
+def test_a_preset_whose_retention_outlasts_the_results_window_requires_or_recommends_archive() -> (
+    None
+):
+    """Where a preset's retention outlasts the 29-day results window, it asks for the archive."""
+    from reaper.settings_checks import settings_warnings
+
+    for name, path in PRESET.items():
+        settings = load_settings({**read_env_file(path), **DUMMY_KEY})
+        text = path.read_text(encoding="utf-8")
+        advice = re.search(r"^# Archive: (\w+)", text, re.M)
+        assert advice is not None
+        if settings_warnings(settings):
+            assert advice.group(1) in {"required", "recommended"}, name
+        else:
+            assert advice.group(1) == "optional", name
 
 
 def reference_tables() -> dict[Path, dict[str, str]]:

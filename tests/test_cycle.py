@@ -532,7 +532,10 @@ async def test_fraction_guard_stops_every_delete(metrics: Metrics) -> None:
     assert report.exit_code() == 3
     (stop,) = [e for e in logs if e["event"] == "safety.stop"]
     assert (stop["planned_deletes"], stop["listed"]) == (2, 9)
-    assert sample(metrics, "reaper_safety_stops_total", workspace="default") == 1
+    assert (
+        sample(metrics, "reaper_safety_stops_total", workspace="default", reason="delete_fraction")
+        == 1
+    )
     assert "SAFETY STOP in workspace default: 2 of 9 listed batches (22%)" in report.summary_text()
 
 

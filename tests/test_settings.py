@@ -55,8 +55,14 @@ def test_defaults_are_the_specs() -> None:
     assert s.protect_ids == frozenset()
     assert s.max_actions_per_run == 10_000
     assert s.max_delete_fraction == 1.0
+    assert s.max_cancel_fraction == 1.0
+    assert s.max_clock_skew == timedelta(minutes=2)
+    assert s.holds_file is None
+    assert s.plan_max_age == timedelta(hours=24)
     assert s.archive_dir is None
+    assert s.archive_scope == "all"
     assert s.archive_missing == "keep"
+    assert s.ledger_dir is None
     assert s.concurrency == 8
     assert s.max_rpm == 200
     assert s.page_size == 1000
@@ -89,8 +95,14 @@ def test_every_variable_is_read() -> None:
             "REAPER_PROTECT_IDS": "msgbatch_1,msgbatch_2,msgbatch_1",
             "REAPER_MAX_ACTIONS_PER_RUN": "0",
             "REAPER_MAX_DELETE_FRACTION": "0.25",
+            "REAPER_MAX_CANCEL_FRACTION": "0",
+            "REAPER_MAX_CLOCK_SKEW": "Never",
+            "REAPER_HOLDS_FILE": "/etc/reaper/holds.jsonl",
+            "REAPER_PLAN_MAX_AGE": "2h30m",
             "REAPER_ARCHIVE_DIR": "/var/lib/reaper",
+            "REAPER_ARCHIVE_SCOPE": "FAILED",
             "REAPER_ARCHIVE_MISSING": "DELETE",
+            "REAPER_LEDGER_DIR": "/var/lib/reaper-ledger",
             "REAPER_CONCURRENCY": "64",
             "REAPER_MAX_RPM": "1",
             "REAPER_PAGE_SIZE": "1",
@@ -119,8 +131,14 @@ def test_every_variable_is_read() -> None:
     assert s.protect_ids == frozenset({"msgbatch_1", "msgbatch_2"})
     assert s.max_actions_per_run == 0
     assert s.max_delete_fraction == 0.25
+    assert s.max_cancel_fraction == 0.0
+    assert s.max_clock_skew is None
+    assert s.holds_file == Path("/etc/reaper/holds.jsonl")
+    assert s.plan_max_age == timedelta(hours=2, minutes=30)
     assert s.archive_dir == Path("/var/lib/reaper")
+    assert s.archive_scope == "failed"
     assert s.archive_missing == "delete"
+    assert s.ledger_dir == Path("/var/lib/reaper-ledger")
     assert (s.concurrency, s.max_rpm, s.page_size, s.max_retries) == (64, 1, 1, 0)
     assert s.request_timeout == timedelta(minutes=2)
     assert (s.metrics_host, s.metrics_port) == ("127.0.0.1", 0)
@@ -128,7 +146,15 @@ def test_every_variable_is_read() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["REAPER_WORKSPACE_IDS", "REAPER_PROTECT_IDS", "REAPER_CRON", "REAPER_ARCHIVE_DIR"]
+    "name",
+    [
+        "REAPER_WORKSPACE_IDS",
+        "REAPER_PROTECT_IDS",
+        "REAPER_CRON",
+        "REAPER_ARCHIVE_DIR",
+        "REAPER_HOLDS_FILE",
+        "REAPER_LEDGER_DIR",
+    ],
 )
 def test_empty_means_unset_where_unset_means_nothing(name: str) -> None:
     """An empty list, cron or archive dir (as a manifest may write it) is the default."""
@@ -169,6 +195,16 @@ BAD_VALUES = [
     ("REAPER_MAX_DELETE_FRACTION", "-0.1", "from 0 to 1"),
     ("REAPER_MAX_DELETE_FRACTION", "nan", "from 0 to 1"),
     ("REAPER_MAX_DELETE_FRACTION", "50%", "from 0 to 1"),
+    ("REAPER_MAX_CANCEL_FRACTION", "1.01", "from 0 to 1"),
+    ("REAPER_MAX_CANCEL_FRACTION", "inf", "from 0 to 1"),
+    ("REAPER_MAX_CANCEL_FRACTION", "", "from 0 to 1"),
+    ("REAPER_MAX_CLOCK_SKEW", "0s", "positive duration"),
+    ("REAPER_MAX_CLOCK_SKEW", "2 min", "or never"),
+    ("REAPER_MAX_CLOCK_SKEW", "off", "or never"),
+    ("REAPER_PLAN_MAX_AGE", "0s", "positive duration"),
+    ("REAPER_PLAN_MAX_AGE", "never", "positive duration"),
+    ("REAPER_ARCHIVE_SCOPE", "errored", "all or failed"),
+    ("REAPER_ARCHIVE_SCOPE", "", "all or failed"),
     ("REAPER_ARCHIVE_MISSING", "skip", "keep or delete"),
     ("REAPER_CONCURRENCY", "0", "from 1 to 64"),
     ("REAPER_CONCURRENCY", "65", "from 1 to 64"),
@@ -190,8 +226,14 @@ BAD_VALUES = [
 def test_every_variable_has_bad_value_cases() -> None:
     """The table below covers every variable the environment may set (the key has its own)."""
     covered = {name for name, _, _ in BAD_VALUES}
-    # The key variables and the archive directory (it needs a file on disk) have tests of their own.
-    separate = {"ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "REAPER_ARCHIVE_DIR"}
+    # The key variables and the paths (they need a file on disk) have tests of their own.
+    separate = {
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_API_KEY_FILE",
+        "REAPER_ARCHIVE_DIR",
+        "REAPER_LEDGER_DIR",
+        "REAPER_HOLDS_FILE",
+    }
     assert covered == KNOWN_VARIABLES - separate
 
 
@@ -218,6 +260,26 @@ def test_an_archive_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     assert load_settings({**BASE, "REAPER_ARCHIVE_DIR": str(tmp_path / "new")}).archive_dir
 
 
+def test_a_ledger_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    """Like the archive, the ledger directory may be missing at start, never a file."""
+    a_file = tmp_path / "ledger"
+    a_file.write_text("")
+    message = error_of({**BASE, "REAPER_LEDGER_DIR": str(a_file)})
+    assert message.startswith(f"REAPER_LEDGER_DIR={a_file}: a directory path")
+    assert "not a directory" in message
+    missing = tmp_path / "not-mounted-yet"
+    assert load_settings({**BASE, "REAPER_LEDGER_DIR": str(missing)}).ledger_dir == missing
+
+
+def test_a_holds_file_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    """The holds file is read every cycle (it may appear later), but a directory is a mistake."""
+    message = error_of({**BASE, "REAPER_HOLDS_FILE": str(tmp_path)})
+    assert message.startswith(f"REAPER_HOLDS_FILE={tmp_path}: a path to a JSON Lines file")
+    assert "is a directory" in message
+    later = tmp_path / "holds.jsonl"
+    assert load_settings({**BASE, "REAPER_HOLDS_FILE": str(later)}).holds_file == later
+
+
 def test_several_bad_values_are_reported_together_on_one_line() -> None:
     """Every problem at once, so a user fixes the environment in one go."""
     message = error_of({**BASE, "REAPER_PAGE_SIZE": "0", "REAPER_DRY_RUN": "ture"})
@@ -234,6 +296,9 @@ def test_several_bad_values_are_reported_together_on_one_line() -> None:
         ("reaper_dry_run", "REAPER_DRY_RUN"),
         ("REAPER_KEEPLAST", "REAPER_KEEP_LAST"),
         ("REAPER_WORKSPACE_ID", "REAPER_WORKSPACE_IDS"),
+        ("REAPER_MAX_CANCEL_FRACTON", "REAPER_MAX_CANCEL_FRACTION"),
+        ("REAPER_HOLD_FILE", "REAPER_HOLDS_FILE"),
+        ("REAPER_LEDGER_DIRECTORY", "REAPER_LEDGER_DIR"),
     ],
 )
 def test_an_unknown_reaper_variable_is_an_error_with_a_suggestion(
@@ -403,6 +468,12 @@ def test_describe_settings_reads_back_to_the_same_settings() -> None:
         "REAPER_MAX_DELETE_FRACTION": "0.3",
         "REAPER_ARCHIVE_DIR": "/tmp/archive",
         "REAPER_DRY_RUN": "0",
+        "REAPER_MAX_CLOCK_SKEW": "never",
+        "REAPER_MAX_CANCEL_FRACTION": "0.05",
+        "REAPER_PLAN_MAX_AGE": "36h",
+        "REAPER_ARCHIVE_SCOPE": "failed",
+        "REAPER_HOLDS_FILE": "/tmp/holds.jsonl",
+        "REAPER_LEDGER_DIR": "/tmp/ledger",
     }
     s = load_settings(env)
     printed = dict(describe_settings(s))
