@@ -2,9 +2,11 @@
 
 One ``NAME=value`` line per variable of SPEC section 2, every one of them (defaults included), in
 the form the environment accepts back; the key is always shown as ``********`` with the variable
-it came from. A bad environment raises ConfigError, which ``reaper.cli`` turns into exit 78.
+it came from. A bad environment raises ConfigError, which ``reaper.cli`` turns into exit 78; so
+does a ``REAPER_HOLDS_FILE`` that cannot be read or parsed (the message names the line).
 Settings that are valid but lose something (a retention outlasting the API's results window with
-no archive) are printed as ``warning: ...`` lines on stderr; they do not change the exit code.
+no archive, an archive or ledger directory that does not exist yet) are printed as
+``warning: ...`` lines on stderr; they do not change the exit code.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import sys
 from collections.abc import Mapping
 from typing import TextIO
 
-from reaper.settings import describe_settings, load_settings
+from reaper.apikey import show
+from reaper.holds import HoldsError, read_holds
+from reaper.settings import ConfigError, Settings, describe_settings, load_settings
 from reaper.settings_checks import settings_warnings
 
 
@@ -30,8 +34,28 @@ def check_config(
     """Validate ``environ`` (the process environment if None), print the settings, return 0."""
     # The daemon cannot work without a key, so a missing one is a configuration error here too.
     settings = load_settings(environ, require_key=True)
+    if settings.holds_file is not None:
+        try:
+            read_holds(settings.holds_file)
+        except HoldsError as exc:
+            raise ConfigError(str(exc)) from None
     for name, value in describe_settings(settings):
         print(f"{name}={value}", file=out)
-    for warning in settings_warnings(settings):
+    for warning in settings_warnings(settings) + _missing_directories(settings):
         print(f"warning: {warning}", file=sys.stderr if err is None else err)
     return 0
+
+
+def _missing_directories(settings: Settings) -> list[str]:
+    """Warn about an archive or ledger directory that is not there (yet): nothing creates it."""
+    warnings = []
+    for variable, path, consequence in (
+        ("REAPER_ARCHIVE_DIR", settings.archive_dir, "every archive fails and nothing is deleted"),
+        ("REAPER_LEDGER_DIR", settings.ledger_dir, "no cancel or delete is sent"),
+    ):
+        if path is not None and not path.is_dir():
+            warnings.append(
+                f"{variable}={show(str(path))}: does not exist; the reaper never creates it, "
+                f"and until it does {consequence}"
+            )
+    return warnings
