@@ -76,6 +76,28 @@ class Batch:
     results_url: str | None = None
     workspace: str | None = None
 
+    def to_api(self) -> dict[str, Any]:
+        """Render as the API's ``MessageBatch`` JSON object (the ledger and plans write it)."""
+        counts = self.request_counts
+        return {
+            "id": self.id,
+            "type": "message_batch",
+            "processing_status": self.processing_status,
+            "request_counts": {
+                "processing": counts.processing,
+                "succeeded": counts.succeeded,
+                "errored": counts.errored,
+                "canceled": counts.canceled,
+                "expired": counts.expired,
+            },
+            "created_at": format_time(self.created_at),
+            "expires_at": _format_optional(self.expires_at),
+            "ended_at": _format_optional(self.ended_at),
+            "cancel_initiated_at": _format_optional(self.cancel_initiated_at),
+            "archived_at": _format_optional(self.archived_at),
+            "results_url": self.results_url,
+        }
+
     @property
     def has_failures(self) -> bool:
         """True when any request errored or expired (rule 6's retention applies)."""
@@ -129,6 +151,10 @@ class Hold:
     def active(self, now: datetime) -> bool:
         """True while the hold still keeps its batch."""
         return now < self.until
+
+
+def _format_optional(value: datetime | None) -> str | None:
+    return None if value is None else format_time(value)
 
 
 def _optional_time(value: Any) -> datetime | None:
