@@ -37,6 +37,7 @@ from typing import IO, Any, Final, Literal, Protocol
 import structlog
 
 from reaper.client import ApiError, NotFoundError
+from reaper.confirm import confirm_gone
 from reaper.metrics import Metrics, workspace_label
 from reaper.models import ENDED, Batch, format_time
 
@@ -481,12 +482,15 @@ class Archiver:
         if batch.archived_at is not None and batch.archived_at <= self._now():
             return self._missing(batch, path, exc.request_id)
         try:
-            fresh = await client.retrieve(batch.id, batch.workspace)
+            seen = await confirm_gone(client, batch.id, batch.workspace, tries=1)
         except ApiError as again:
-            reason = f"not_found: results 404 ({exc.request_id}), and retrieve failed: {again}"
-            return self._failed(batch, path, reason, again.request_id)
+            return self._retrieve_failed(batch, path, exc, again)
         except Exception as again:  # the batch is kept whatever went wrong
             return self._failed(batch, path, f"not_found: retrieve: {again!r}", exc.request_id)
+        fresh = seen.batch
+        if fresh is None:
+            assert seen.last_not_found is not None
+            return self._retrieve_failed(batch, path, exc, seen.last_not_found)
         if fresh.archived_at is not None and fresh.archived_at <= self._now():
             return self._missing(fresh, path, exc.request_id)
         return self._failed(
@@ -495,6 +499,12 @@ class Archiver:
             "not_found: results answered 404 but the batch is not archived",
             exc.request_id,
         )
+
+    def _retrieve_failed(
+        self, batch: Batch, path: Path, exc: ApiError, again: ApiError
+    ) -> ArchiveOutcome:
+        reason = f"not_found: results 404 ({exc.request_id}), and retrieve failed: {again}"
+        return self._failed(batch, path, reason, again.request_id)
 
     def _missing(self, batch: Batch, path: Path, request_id: str | None) -> ArchiveOutcome:
         archived_at = format_time(batch.archived_at) if batch.archived_at else None

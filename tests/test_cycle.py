@@ -11,15 +11,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from reaper.archive import ArchiveOutcome, Outcome, ResultsClient
-from reaper.cycle import (
-    NOT_FOUND_TOLERANCE,
-    ActionOutcome,
-    CycleOutcome,
-    CycleReport,
-    run_cycle,
-)
+from reaper.confirm import NOT_FOUND_TOLERANCE
+from reaper.cycle import run_cycle
 from reaper.metrics import Metrics
 from reaper.models import CANCELING, ENDED, IN_PROGRESS, Batch
+from reaper.outcomes import ActionOutcome, CycleOutcome, CycleReport
 from reaper.policy import Action, Rule
 from reaper.settings import Settings, load_settings
 from tests.fake_api import FakeClient, FakeClock, api_error, batch
@@ -188,6 +184,25 @@ async def test_live_cycle_does_exactly_the_planned_actions(metrics: Metrics) -> 
         sample(metrics, "reaper_last_success_timestamp_seconds") == client.clock.now().timestamp()
     )
     assert sample(metrics, "reaper_delete_lag_seconds_count", workspace="default") == 3
+
+
+async def test_the_delete_after_a_cancel_is_late_from_ended_at(metrics: Metrics) -> None:
+    """The delete of a batch this cycle canceled has its own decision, eligible since it ended.
+
+    Its delete lag is measured from ``ended_at`` (here the moment the poll saw it end, so zero),
+    not from when the batch became stale (an hour and three seconds before).
+    """
+    client = FakeClient(
+        [batch("stale", IN_PROGRESS, created_ago=13 * H)], clock=FakeClock(), cancel_seconds=3
+    )
+    with capture_logs() as logs:
+        report = await cycle(make_settings(dry_run="false"), client, metrics)
+
+    assert report.counts[(Action.DELETE, Rule.STALE, ActionOutcome.DONE)] == 1
+    assert sample(metrics, "reaper_delete_lag_seconds_count", workspace="default") == 1
+    assert sample(metrics, "reaper_delete_lag_seconds_sum", workspace="default") == 0.0
+    (deleted,) = [e for e in logs if e["event"] == "batch.delete"]
+    assert deleted["after_cancel"] is True
 
 
 async def test_second_cycle_finds_nothing_to_do_and_clears_vanished_series(

@@ -16,11 +16,13 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from reaper.cli import EX_FAILED, EX_OK
-from reaper.client import ApiError, BatchClient
-from reaper.commands.plan import BatchLister, configure_command_logging
+from reaper.client import BatchClient
+from reaper.commands.plan import configure_command_logging
 from reaper.explain import Explanation, explain
+from reaper.listing import BatchLister, plan_workspace
 from reaper.logs import flush_logging
-from reaper.models import Batch, ModelError
+from reaper.models import Batch
+from reaper.outcomes import ListingFailure
 from reaper.policy import Policy
 from reaper.report import explanation_record, format_explanation, workspace_name
 from reaper.settings import Settings, load_settings
@@ -47,17 +49,22 @@ def main(args: argparse.Namespace) -> int:
 
 async def find_explanation(
     settings: Settings, client: BatchLister, batch_id: str, now: datetime
-) -> Explanation | None:
-    """List workspace after workspace until ``batch_id`` shows up; explain it there."""
+) -> tuple[Explanation | None, ListingFailure | None]:
+    """List workspace after workspace until ``batch_id`` shows up; explain it there.
+
+    The explanation is None when no workspace lists it; the failure is that of the first listing
+    that could not be read.
+    """
     policy = Policy.from_settings(settings)
     for workspace in settings.workspaces:
         batches: list[Batch] = []
-        async for page in client.list_pages(workspace):
-            batches.extend(page)
+        listing = await plan_workspace(client, workspace, policy, now, on_page=batches.extend)
+        if listing.failure is not None:
+            return None, listing.failure
         found = explain(batch_id, batches, now, policy, workspace=workspace)
         if found is not None:
-            return found
-    return None
+            return found, None
+    return None, None
 
 
 async def run_explain(
@@ -71,14 +78,13 @@ async def run_explain(
     client: BatchLister | None = None,
 ) -> int:
     """Explain ``batch_id`` with ``client`` (a BatchClient from the settings if None)."""
-    try:
-        if client is not None:
-            found = await find_explanation(settings, client, batch_id, now)
-        else:
-            async with BatchClient.from_settings(settings) as own:
-                found = await find_explanation(settings, own, batch_id, now)
-    except (ApiError, ModelError) as exc:
-        print(f"reaper: listing failed: {exc}", file=err)
+    if client is not None:
+        found, failure = await find_explanation(settings, client, batch_id, now)
+    else:
+        async with BatchClient.from_settings(settings) as own:
+            found, failure = await find_explanation(settings, own, batch_id, now)
+    if failure is not None:
+        print(f"reaper: listing failed: {failure.message}", file=err)
         return EX_FAILED
     if found is None:
         searched = ", ".join(workspace_name(w) for w in settings.workspaces)

@@ -13,23 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Protocol, TextIO
+from typing import TextIO
 
 from reaper.cli import EX_FAILED, EX_OK
-from reaper.client import ApiError, BatchClient
+from reaper.client import BatchClient
+from reaper.listing import BatchLister, plan_workspace
 from reaper.logs import configure_logging, flush_logging
-from reaper.models import Batch, ModelError
-from reaper.policy import Plan, Planner, Policy
+from reaper.outcomes import ListingFailure
+from reaper.policy import Plan, Policy
 from reaper.report import format_plan_table, plan_json_lines
 from reaper.settings import Settings, load_settings
-
-
-class BatchLister(Protocol):
-    """What planning needs from a client: every page of a workspace's listing."""
-
-    def list_pages(self, workspace: str | None) -> AsyncIterator[list[Batch]]: ...
 
 
 def main(args: argparse.Namespace) -> int:
@@ -61,16 +55,16 @@ def configure_command_logging(settings: Settings) -> None:
 
 async def collect_plans(
     settings: Settings, client: BatchLister, now: datetime, *, record_kept: bool = False
-) -> list[Plan]:
-    """List every workspace page by page and plan each on its own (SPEC section 3)."""
+) -> tuple[list[Plan], ListingFailure | None]:
+    """Plan every workspace on its own (SPEC section 3); stop at the first failed listing."""
     policy = Policy.from_settings(settings)
-    plans = []
+    plans: list[Plan] = []
     for workspace in settings.workspaces:
-        planner = Planner(policy, now, workspace=workspace, record_kept=record_kept)
-        async for page in client.list_pages(workspace):
-            planner.add(page)
-        plans.append(planner.finish(complete=True))
-    return plans
+        listing = await plan_workspace(client, workspace, policy, now, record_kept=record_kept)
+        if listing.failure is not None:
+            return plans, listing.failure
+        plans.append(listing.plan)
+    return plans, None
 
 
 async def run_plan(
@@ -84,14 +78,13 @@ async def run_plan(
     client: BatchLister | None = None,
 ) -> int:
     """Plan with ``client`` (a BatchClient from the settings if None) and print the result."""
-    try:
-        if client is not None:
-            plans = await collect_plans(settings, client, now, record_kept=show_all)
-        else:
-            async with BatchClient.from_settings(settings) as own:
-                plans = await collect_plans(settings, own, now, record_kept=show_all)
-    except (ApiError, ModelError) as exc:
-        print(f"reaper: listing failed: {exc}", file=err)
+    if client is not None:
+        plans, failure = await collect_plans(settings, client, now, record_kept=show_all)
+    else:
+        async with BatchClient.from_settings(settings) as own:
+            plans, failure = await collect_plans(settings, own, now, record_kept=show_all)
+    if failure is not None:
+        print(f"reaper: listing failed: {failure.message}", file=err)
         return EX_FAILED
     if json_output:
         for line in plan_json_lines(plans, include_kept=show_all):

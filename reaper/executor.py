@@ -1,0 +1,311 @@
+"""Carry out one workspace's plan: cancel, wait for the canceled, archive, delete.
+
+The plan's actions run on a fixed pool of ``concurrency`` workers (``reaper.workers``): cancels
+first, then deletes. A canceled batch is polled with backoff until it has ended, for at most
+``cancel_wait_timeout``, and then deleted if ``delete_canceled`` and the plan has no stop; the
+polls and those deletes jump the queue of deletes, so a long backlog never starves them.
+
+The executor trusts the plan: what the guards held back is not in ``plan.cancels`` or
+``plan.deletes`` and is never looked at here. Every request that changes a batch leaves through
+``Executor._send``; every outcome is recorded through the ``Recorder``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Final, Protocol
+
+from reaper.archive import ArchiveOutcome, Outcome, ResultsClient
+from reaper.client import ApiError, InvalidRequestError, NotFoundError
+from reaper.confirm import NOT_FOUND_TOLERANCE, confirm_gone
+from reaper.models import CANCELING, ENDED, Batch
+from reaper.policy import Action, Decision, Plan
+from reaper.recorder import Recorder
+from reaper.settings import Settings
+from reaper.workers import BACKLOG, URGENT, Job, WorkerPool
+
+# Poll a canceled batch after 1 s, then 2, 4, 8, 16, 30, 30 ...: a cancel usually settles within
+# seconds, while a batch with long in-flight requests may take minutes; 30 s keeps the cost of a
+# slow one at two requests a minute.
+POLL_FIRST_SECONDS: Final = 1.0
+POLL_MAX_SECONDS: Final = 30.0
+# Statuses an API answer can give to a refused cancel when the batch has meanwhile ended: 400
+# (what the emulator and, by all accounts, the API send) and 409 (state conflict, in newer docs).
+_REFUSED_STATUSES: Final = frozenset({400, 409})
+
+
+class CycleClient(ResultsClient, Protocol):
+    """The part of ``reaper.client.BatchClient`` a cycle uses (a fake implements it in tests)."""
+
+    @property
+    def requests_made(self) -> Mapping[str, int]:
+        """HTTP attempts so far, by endpoint."""
+        ...
+
+    def list_pages(self, workspace: str | None) -> AsyncIterator[list[Batch]]:
+        """Yield every page of the workspace's batches; raise ApiError if one cannot be read."""
+        ...
+
+    async def cancel(self, batch_id: str, workspace: str | None) -> Batch:
+        """Ask the API to cancel a batch; return the batch as the API answered."""
+        ...
+
+    async def delete(self, batch_id: str, workspace: str | None) -> None:
+        """Delete a batch; raise NotFoundError on 404."""
+        ...
+
+
+class ArchiveHook(Protocol):
+    """Save an ended batch's results before it is deleted (``reaper.archive.Archiver``)."""
+
+    async def archive(self, batch: Batch, client: ResultsClient) -> ArchiveOutcome:
+        """Archive the batch's results; ``ok_to_delete`` says whether it may now be deleted."""
+        ...
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A batch this cycle canceled, polled until it has ended."""
+
+    decision: Decision
+    not_found: int = 0
+
+
+class Executor:
+    """Act on one workspace's plan (never in a dry run: the cycle decides that)."""
+
+    def __init__(
+        self,
+        client: CycleClient,
+        recorder: Recorder,
+        *,
+        settings: Settings,
+        now: Callable[[], datetime],
+        sleep: Callable[[float], Awaitable[object]],
+        archiver: ArchiveHook | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self.client = client
+        self.recorder = recorder
+        self.workspace = recorder.workspace
+        self.settings = settings
+        self.now = now
+        self.sleep = sleep
+        self.archiver = archiver
+        # Set when the daemon is shutting down: no new cancel and no backlog delete starts.
+        self.shutdown = stop if stop is not None else asyncio.Event()
+        self._pool = WorkerPool(settings.concurrency)
+        self._waiting: dict[str, _Waiting] = {}
+        self._delete_canceled = False
+        self._cancels_left = 0
+        self._cancels_finished = asyncio.Event()
+
+    async def run(self, plan: Plan) -> None:
+        """Cancel and delete what the plan says, wait for the canceled, delete those too."""
+        # A stop (a safety stop: deletes withheld) also keeps the batches canceled now.
+        self._delete_canceled = self.settings.delete_canceled and plan.stop is None
+        for d in plan.cancels:
+            self._cancels_left += 1
+            self._pool.submit(URGENT, self._job(d, partial(self._cancel, d)))
+        if not self._cancels_left:
+            self._cancels_finished.set()
+        for d in plan.deletes:
+            self._pool.submit(BACKLOG, self._job(d, partial(self._delete, d)))
+        async with asyncio.TaskGroup() as workers:
+            for _ in range(self._pool.size):
+                workers.create_task(self._pool.work())
+            await self._wait_for_canceled()
+            await self._pool.drain()
+
+    def _job(self, d: Decision, work: Job, *, finishing: bool = False) -> Job:
+        """Wrap an action so that an unexpected error fails that action only.
+
+        After a shutdown only ``finishing`` work still starts: deleting a batch this cycle
+        canceled. Left for later, such a batch would end with a fresh ``ended_at`` and be kept for
+        the whole ended retention; the shutdown grace bounds that last wait.
+        """
+
+        async def job() -> None:
+            try:
+                if self.shutdown.is_set() and not finishing:  # start nothing new
+                    self.recorder.deferred(d)
+                    return
+                await work()
+            except Exception as exc:  # one failed action never stops the others
+                self.recorder.failed(
+                    d, error_type=type(exc).__name__, error=str(exc), unexpected=True
+                )
+            finally:
+                if d.action is Action.CANCEL:  # the cancel wait starts once every cancel is sent
+                    self._cancels_left -= 1
+                    if not self._cancels_left:
+                        self._cancels_finished.set()
+
+        return job
+
+    async def _send(self, d: Decision) -> Batch | None:
+        """Send the decision's one cancel or delete: every request that changes a batch is here.
+
+        Returns the batch as a cancel answered (None for a delete); raises ApiError.
+        """
+        if d.action is Action.CANCEL:
+            return await self.client.cancel(d.batch.id, self.workspace)
+        await self.client.delete(d.batch.id, self.workspace)
+        return None
+
+    def _api_failed(self, d: Decision, exc: ApiError) -> None:
+        self.recorder.failed(
+            d,
+            error_type=exc.error_type,
+            status=exc.status,
+            request_id=exc.request_id,
+            error=str(exc),
+        )
+
+    # -- cancel --------------------------------------------------------------------------------
+
+    async def _cancel(self, d: Decision) -> None:
+        note: str | None = None
+        try:
+            batch = await self._send(d)
+        except asyncio.CancelledError:
+            self.recorder.interrupted(d)
+            raise
+        except ApiError as exc:
+            if not _is_refusal(exc):
+                self._api_failed(d, exc)
+                return
+            batch = await self._confirm_refused_cancel(d, exc)
+            if batch is None:
+                return
+            note = "already_" + batch.processing_status
+        assert batch is not None
+        self.recorder.done(d, status=batch.processing_status, note=note)
+        if not self._delete_canceled:
+            return  # nothing to do once it ends: no need to wait for it
+        if batch.processing_status == ENDED:
+            self._ended(d, batch)
+        else:
+            self._waiting[d.batch.id] = _Waiting(d)
+
+    async def _confirm_refused_cancel(self, d: Decision, refusal: ApiError) -> Batch | None:
+        """After a refused cancel, return the batch if it has ended or is canceling, else fail."""
+        # The batch may have ended between the listing and the cancel; the API refuses to cancel
+        # an ended batch, which is what we wanted anyway. Ask rather than assume.
+        try:
+            batch = await self.client.retrieve(d.batch.id, self.workspace)
+        except ApiError:
+            self._api_failed(d, refusal)
+            return None
+        if batch.processing_status in (ENDED, CANCELING):
+            return batch
+        self._api_failed(d, refusal)
+        return None
+
+    def _ended(self, canceled: Decision, batch: Batch) -> None:
+        """Delete a batch this cycle canceled, now that it has ended (eligible since it ended)."""
+        d = Decision(batch, Action.DELETE, canceled.rule, eligible_at=batch.ended_at)
+        self.recorder.planned(1)
+        delete = partial(self._delete, d, after_cancel=True)
+        self._pool.submit(URGENT, self._job(d, delete, finishing=True))
+
+    # -- delete --------------------------------------------------------------------------------
+
+    async def _delete(self, d: Decision, *, after_cancel: bool = False) -> None:
+        if self.archiver is not None:
+            saved = await self.archiver.archive(d.batch, self.client)
+            if not saved.ok_to_delete:
+                if saved.outcome is Outcome.MISSING:
+                    self.recorder.kept(d, saved.reason)
+                else:
+                    self.recorder.failed(
+                        d,
+                        error_type="archive_failed",
+                        request_id=saved.request_id,
+                        error=f"results not archived: {saved.reason}",
+                    )
+                return
+        try:
+            gone_already = await self._delete_confirmed(d)
+        except asyncio.CancelledError:
+            self.recorder.interrupted(d)
+            raise
+        except ApiError as exc:
+            self._api_failed(d, exc)
+            return
+        note = "already_gone" if gone_already else None
+        self.recorder.done(d, lag=not gone_already, note=note, after_cancel=after_cancel)
+
+    async def _delete_confirmed(self, d: Decision) -> bool:
+        """Delete the batch; return True when it was already gone, raise ApiError on failure.
+
+        SPEC §3 counts a delete answered 404 as done (someone was faster), but the API is known
+        to answer 404 for batches that exist (API-NOTES §5): trusting one would leave the batch
+        behind, and a canceled one then lives on with a fresh ``ended_at`` for the whole
+        retention. So a 404 is confirmed (``confirm_gone``), and the batch deleted again if a
+        retrieve finds it. Costs nothing unless a delete is answered 404.
+        """
+        refused = 0
+        while True:
+            try:
+                await self._send(d)
+                return False
+            except NotFoundError:
+                refused += 1
+                if refused > NOT_FOUND_TOLERANCE:
+                    raise  # a retrieve keeps finding it, yet every delete answers 404
+            if (await confirm_gone(self.client, d.batch.id, self.workspace)).gone:
+                return True
+
+    # -- the wait for canceled batches ---------------------------------------------------------
+
+    async def _wait_for_canceled(self) -> None:
+        """Poll the canceled batches with backoff until they end or the wait runs out."""
+        await self._cancels_finished.wait()
+        if not self._waiting:
+            return
+        timeout = self.settings.cancel_wait_timeout
+        deadline = self.now() + timeout
+        delay = POLL_FIRST_SECONDS
+        while self._waiting:
+            remaining = (deadline - self.now()).total_seconds()
+            if remaining <= 0:
+                break
+            await self.sleep(min(delay, remaining))
+            delay = min(delay * 2, POLL_MAX_SECONDS)
+            polls = [self._poller(w) for w in list(self._waiting.values())]
+            await self._pool.run_all(URGENT, polls)
+        if self._waiting:
+            self.recorder.wait_timed_out(list(self._waiting), timeout.total_seconds())
+            self._waiting.clear()
+
+    def _poller(self, waiting: _Waiting) -> Job:
+        async def poll() -> None:
+            d = waiting.decision
+            try:
+                batch = await self.client.retrieve(d.batch.id, self.workspace)
+            except NotFoundError as exc:
+                # A 404 while waiting is no proof of deletion either: the polls, spaced by the
+                # backoff, count as the confirmation (NOT_FOUND_TOLERANCE more in a row).
+                waiting.not_found += 1
+                if waiting.not_found > NOT_FOUND_TOLERANCE:
+                    del self._waiting[d.batch.id]
+                    self.recorder.wait_abandoned(d, waiting.not_found, exc.request_id)
+                return
+            except ApiError as exc:  # still canceled; the next poll or a later cycle will tell
+                self.recorder.poll_failed(d, exc.error_type, exc.status, exc.request_id)
+                return
+            waiting.not_found = 0
+            if batch.processing_status == ENDED:
+                del self._waiting[d.batch.id]
+                self._ended(d, batch)
+
+        return poll
+
+
+def _is_refusal(exc: ApiError) -> bool:
+    return isinstance(exc, InvalidRequestError) or exc.status in _REFUSED_STATUSES

@@ -1,0 +1,376 @@
+"""Everything a cycle counts and says: the report's tallies, the metrics, the log lines.
+
+``Tally`` adds up the workspaces of one cycle into its ``CycleReport``; a ``Recorder`` records
+one workspace: its plan (gauges, decisions, the guards), then every action's outcome, each as one
+count, one metric and one log line. The executor acts and calls the recorder; it never touches a
+metric or a logger itself. The lines keep the ``reaper.cycle`` logger's name.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Final
+
+import structlog
+from prometheus_client import Gauge
+
+from reaper.listing import Listing
+from reaper.logs import Redactor
+from reaper.metrics import Metrics, workspace_label
+from reaper.models import KNOWN_STATUSES
+from reaper.outcomes import (
+    METRIC_OUTCOMES,
+    ActionFailure,
+    ActionOutcome,
+    CycleOutcome,
+    CycleReport,
+    ListingFailure,
+    SafetyStop,
+)
+from reaper.policy import Action, Decision, Plan, Rule, StopReason
+from reaper.progress import Progress
+
+# Log at most this many ids per summary line (deferred, left waiting, unknown statuses).
+ID_SAMPLE: Final = 10
+
+log = structlog.get_logger("reaper.cycle")
+
+
+class Tally:
+    """What the workspaces of one cycle add up to."""
+
+    def __init__(self) -> None:
+        self.plans: list[Plan] = []
+        self.counts: Counter[tuple[Action, Rule, ActionOutcome]] = Counter()
+        self.failures: list[ActionFailure] = []
+        self.listing_failures: list[ListingFailure] = []
+        self.safety_stops: list[SafetyStop] = []
+        self.still_ending = 0
+
+    def outcome(self, *, crashed: bool) -> CycleOutcome:
+        """Say how the cycle ended: failed, safety stop, partial or success, in that order."""
+        if crashed or self.listing_failures:
+            return CycleOutcome.FAILED
+        if self.safety_stops:
+            return CycleOutcome.SAFETY_STOP
+        if any(o is ActionOutcome.FAILED for (_a, _r, o) in self.counts):
+            return CycleOutcome.PARTIAL
+        return CycleOutcome.SUCCESS
+
+    def done(self) -> int:
+        """Count the actions done so far."""
+        return sum(n for (_a, _r, o), n in self.counts.items() if o is ActionOutcome.DONE)
+
+
+def record_cycle(report: CycleReport, metrics: Metrics, now: Callable[[], datetime]) -> None:
+    """Record a finished cycle: its metrics and the ``cycle.finished`` line."""
+    metrics.cycles.labels(outcome=report.outcome.value).inc()
+    metrics.cycle_duration.observe(report.duration_seconds)
+    if report.outcome is CycleOutcome.SUCCESS:
+        metrics.last_success.set(now().timestamp())
+    log.info(
+        "cycle.finished",
+        outcome=report.outcome.value,
+        dry_run=report.dry_run,
+        listed=report.listed,
+        actions=count_by_outcome(report.counts),
+        still_ending=report.still_ending,
+        duration=round(report.duration_seconds, 3),  # seconds (SPEC section 5: "duration")
+        requests=dict(sorted(report.requests.items())),
+    )
+
+
+class Recorder:
+    """Count, measure and log what happens in one workspace of a cycle."""
+
+    def __init__(
+        self,
+        tally: Tally,
+        workspace: str | None,
+        *,
+        metrics: Metrics,
+        now: Callable[[], datetime],
+        dry_run: bool,
+        redact: Redactor,
+        progress: Progress | None = None,
+    ) -> None:
+        self.tally = tally
+        self.workspace = workspace
+        self.label = workspace_label(workspace)
+        self.metrics = metrics
+        self.now = now
+        self.dry_run = dry_run
+        self.redact = redact
+        self.progress = progress
+
+    # -- the plan ------------------------------------------------------------------------------
+
+    def record_plan(self, listing: Listing) -> None:
+        """Record a workspace's listing and plan: gauges, decisions, and what the guards did."""
+        plan = listing.plan
+        self.tally.plans.append(plan)
+        if listing.failure is not None:
+            self._listing_failed(listing, listing.failure)
+            return
+        log.info(
+            "workspace.listed",
+            workspace=self.label,
+            listed=plan.listed,
+            pages=listing.pages,
+            statuses=dict(sorted(plan.status_counts.items())),
+            cancels=len(plan.cancels),
+            deletes=len(plan.deletes),
+            deferred=len(plan.deferred),
+            stop=None if plan.stop is None else plan.stop.value,
+            seconds=listing.seconds,
+        )
+        self._gauges(plan)
+        self._guards(plan)
+        if self.progress is not None:
+            self.progress.planned(len(plan.cancels) + len(plan.deletes))
+
+    def _listing_failed(self, listing: Listing, failure: ListingFailure) -> None:
+        self.tally.listing_failures.append(failure)
+        log.error(
+            "listing.failed",
+            workspace=self.label,
+            pages_read=failure.pages_read,
+            batches_read=failure.batches_read,
+            error_type=failure.error_type,
+            status=failure.status,
+            request_id=failure.request_id,
+            error=failure.message,
+            seconds=listing.seconds,
+            consequence="fail closed: no action in this workspace this cycle",
+        )
+
+    def _gauges(self, plan: Plan) -> None:
+        now = plan.now  # ages as the policy saw them
+        ws = self.label
+        seen = set(plan.status_counts)
+        for status in KNOWN_STATUSES | seen:
+            self.metrics.batches.labels(ws, status).set(plan.status_counts.get(status, 0))
+        # A status that vanished (an unknown one from an earlier cycle) must not linger as a series.
+        for status in _series_statuses(self.metrics.batches, ws) - KNOWN_STATUSES - seen:
+            self.metrics.batches.remove(ws, status)
+        for status, created in plan.oldest_created.items():
+            age = max(0.0, (now - created).total_seconds())
+            self.metrics.oldest_batch_age.labels(ws, status).set(age)
+        for status in _series_statuses(self.metrics.oldest_batch_age, ws) - set(
+            plan.oldest_created
+        ):
+            self.metrics.oldest_batch_age.remove(ws, status)
+        for (action, rule), n in plan.decision_counts.items():
+            self.metrics.decisions.labels(ws, action.value, rule.value).inc(n)
+        if plan.unknown_statuses:
+            unknown = Counter(b.processing_status for b in plan.unknown_statuses)
+            log.warning(
+                "batch.unknown_status",
+                workspace=ws,
+                count=len(plan.unknown_statuses),
+                statuses=dict(unknown),
+                ids=[b.id for b in plan.unknown_statuses[:ID_SAMPLE]],
+                consequence="kept",
+            )
+
+    def _guards(self, plan: Plan) -> None:
+        if plan.stop is StopReason.SAFETY_STOP:
+            planned = plan.count(Action.DELETE)
+            stop = SafetyStop(
+                workspace=self.workspace,
+                planned_deletes=planned,
+                listed=plan.listed,
+                max_delete_fraction=plan.max_delete_fraction,
+            )
+            self.tally.safety_stops.append(stop)
+            self.metrics.safety_stops.labels(self.label, "delete_fraction").inc()
+            log.warning(
+                "safety.stop",
+                workspace=self.label,
+                planned_deletes=planned,
+                listed=plan.listed,
+                fraction=round(planned / plan.listed, 4) if plan.listed else 0.0,
+                max_delete_fraction=plan.max_delete_fraction,
+                consequence="no deletion in this workspace this cycle",
+            )
+        if plan.deferred:
+            for d in plan.deferred:
+                self.count(d, ActionOutcome.DEFERRED)
+            log.warning(
+                "actions.deferred",
+                workspace=self.label,
+                cancels=sum(1 for d in plan.deferred if d.action is Action.CANCEL),
+                deletes=sum(1 for d in plan.deferred if d.action is Action.DELETE),
+                max_actions_per_run=plan.max_actions_per_run,
+                ids=[d.batch.id for d in plan.deferred[:ID_SAMPLE]],
+            )
+
+    def record_dry_run(self, plan: Plan, *, then_delete: bool) -> None:
+        """Report what a live cycle would do with the plan: one line and one count an action."""
+        for d in plan.cancels:
+            self._log(d, ActionOutcome.DRY_RUN, then_delete=then_delete)
+            self.count(d, ActionOutcome.DRY_RUN)
+            self.acted()
+        for d in plan.deletes:
+            self._log(d, ActionOutcome.DRY_RUN)
+            self.count(d, ActionOutcome.DRY_RUN)
+            self.acted()
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def count(self, d: Decision, outcome: ActionOutcome) -> None:
+        """Count one outcome of the decision's action (and its metric, if SPEC §4 has one)."""
+        self.tally.counts[(d.action, d.rule, outcome)] += 1
+        if outcome in METRIC_OUTCOMES:
+            self.metrics.actions.labels(self.label, d.action.value, outcome.value).inc()
+
+    def acted(self) -> None:
+        """Tell the progress report that one more planned action is over."""
+        if self.progress is not None:
+            self.progress.acted()
+
+    def planned(self, actions: int = 1) -> None:
+        """Tell the progress report that the cycle has found more to do."""
+        if self.progress is not None:
+            self.progress.planned(actions)
+
+    def done(self, d: Decision, *, lag: bool = False, **fields: object) -> None:
+        """Record an action carried out; ``lag``: observe how long past eligible it was done."""
+        self.count(d, ActionOutcome.DONE)
+        if lag and d.eligible_at is not None:
+            seconds = (self.now() - d.eligible_at).total_seconds()
+            self.metrics.delete_lag.labels(self.label).observe(max(0.0, seconds))
+        self._log(d, ActionOutcome.DONE, **fields)
+        self.acted()
+
+    def deferred(self, d: Decision) -> None:
+        """Record an action not started because the daemon is shutting down."""
+        self.count(d, ActionOutcome.DEFERRED)
+
+    def kept(self, d: Decision, reason: str | None) -> None:
+        """Record a delete kept on purpose: its results are gone, REAPER_ARCHIVE_MISSING=keep."""
+        self.count(d, ActionOutcome.KEPT)
+        self._log(d, ActionOutcome.KEPT, note=reason)
+        self.acted()
+
+    def failed(
+        self,
+        d: Decision,
+        *,
+        error_type: str,
+        error: str,
+        status: int | None = None,
+        request_id: str | None = None,
+        unexpected: bool = False,
+    ) -> None:
+        """Record a failed action: in the report (redacted), the metric and one log line."""
+        self.tally.failures.append(
+            ActionFailure(
+                batch_id=d.batch.id,
+                workspace=self.workspace,
+                action=d.action,
+                error_type=error_type,
+                status=status,
+                request_id=request_id,
+                message=self.redact(error),
+            )
+        )
+        self.count(d, ActionOutcome.FAILED)
+        log.warning(
+            "action.failed",
+            id=d.batch.id,
+            action=d.action.value,
+            rule=d.rule.value,
+            workspace=self.label,
+            error_type=error_type,
+            status=status,
+            request_id=request_id,
+            error=error,
+            exc_info=unexpected,
+        )
+        self.acted()
+
+    def interrupted(self, d: Decision) -> None:
+        """Log an action cut short by shutdown: its request may have reached the API or not."""
+        # Without this line a delete the API performed just before the cancellation would be
+        # in no log at all; the next cycle finds out which it was (a 404 there counts as done).
+        log.warning(
+            f"batch.{d.action.value}",
+            id=d.batch.id,
+            rule=d.rule.value,
+            dry_run=self.dry_run,
+            workspace=self.label,
+            outcome="interrupted",
+            note="shutdown cut the request short; it may or may not have been carried out",
+        )
+
+    def _log(self, d: Decision, outcome: ActionOutcome, **fields: object) -> None:
+        age = (self.now() - d.batch.created_at).total_seconds()
+        log.info(
+            f"batch.{d.action.value}",
+            id=d.batch.id,
+            rule=d.rule.value,
+            age=round(age),  # seconds since created_at (SPEC section 5: "age")
+            dry_run=self.dry_run,
+            workspace=self.label,
+            outcome=outcome.value,
+            **{k: v for k, v in fields.items() if v is not None and v is not False},
+        )
+
+    # -- the wait for canceled batches ---------------------------------------------------------
+
+    def wait_timed_out(self, ids: list[str], timeout_seconds: float) -> None:
+        """Record canceled batches not seen to end within the wait: left to later cycles."""
+        self.tally.still_ending += len(ids)
+        log.warning(
+            "cancel.wait_timeout",
+            workspace=self.label,
+            batches=len(ids),
+            ids=ids[:ID_SAMPLE],
+            timeout_seconds=timeout_seconds,
+            consequence="left to later cycles",
+        )
+
+    def wait_abandoned(self, d: Decision, not_found: int, request_id: str | None) -> None:
+        """Record a canceled batch that kept answering 404 while waited for."""
+        self.tally.still_ending += 1
+        log.warning(
+            "cancel.wait_abandoned",
+            id=d.batch.id,
+            workspace=self.label,
+            not_found=not_found,
+            request_id=request_id,
+            consequence="left to later cycles",
+        )
+
+    def poll_failed(
+        self, d: Decision, error_type: str, status: int | None, request_id: str | None
+    ) -> None:
+        """Log a poll that failed: the batch stays waited for."""
+        log.info(
+            "cancel.poll_failed",
+            id=d.batch.id,
+            error_type=error_type,
+            status=status,
+            request_id=request_id,
+        )
+
+
+def _series_statuses(gauge: Gauge, workspace: str) -> set[str]:
+    """Return the statuses a gauge currently has a series for in a workspace."""
+    return {
+        sample.labels["processing_status"]
+        for family in gauge.collect()
+        for sample in family.samples
+        if sample.labels.get("workspace") == workspace
+    }
+
+
+def count_by_outcome(counts: Mapping[tuple[Action, Rule, ActionOutcome], int]) -> dict[str, int]:
+    """Sum counts as ``action.outcome`` keys, sorted (the ``actions`` field of cycle.finished)."""
+    by_outcome: Counter[str] = Counter()
+    for (action, _rule, outcome), n in counts.items():
+        by_outcome[f"{action}.{outcome}"] += n
+    return dict(sorted(by_outcome.items()))
