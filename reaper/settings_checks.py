@@ -4,13 +4,17 @@ The API keeps a batch's results for 29 days after its creation (``archived_at``;
 shared/API-NOTES.md). A batch is deleted ``retention`` after its ``ended_at``, and it may run up to
 24 hours before it ends, so any retention above 28 days lets some batches' results expire before
 the reaper deletes them, and from 29 days on every batch's. Without an archive that holds them,
-those results are lost: warn, once, naming the variable and what goes.
+those results are lost: warn, once, naming the variable and what goes. :func:`settings_warnings`
+is pure; ``check-config`` prints its lines and ``reaper run`` logs them at start
+(:func:`log_settings_warnings`, event ``config.warning``).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Final
+
+import structlog
 
 from reaper.durations import format_duration
 from reaper.settings import Settings
@@ -64,3 +68,10 @@ def settings_warnings(settings: Settings) -> list[str]:
             "(set REAPER_ARCHIVE_DIR, with REAPER_ARCHIVE_SCOPE=all, to keep them)"
         )
     return warnings
+
+
+def log_settings_warnings(settings: Settings) -> None:
+    """Log each warning once as a ``config.warning`` event (``reaper run`` calls it at start)."""
+    log = structlog.get_logger("reaper.settings")
+    for warning in settings_warnings(settings):
+        log.warning("config.warning", message=warning)

@@ -93,3 +93,56 @@ def test_check_config_prints_the_warning_on_stderr_and_exits_0(
     assert "REAPER_DELETE_FAILED_AFTER=30d" in lines[1]
     assert "warning" not in out
     assert KEY not in out + err
+
+
+def test_log_settings_warnings_logs_each_warning_once_as_config_warning() -> None:
+    """The daemon's form of the warning: one config.warning event per retention."""
+    from structlog.testing import capture_logs
+
+    from reaper.settings_checks import log_settings_warnings
+
+    with capture_logs() as logs:
+        log_settings_warnings(load_settings({**SAFE, "REAPER_DELETE_ENDED_AFTER": "never"}))
+        log_settings_warnings(load_settings(SAFE))
+    assert [(e["event"], e["log_level"]) for e in logs] == [("config.warning", "warning")]
+    assert logs[0]["message"].startswith("REAPER_DELETE_ENDED_AFTER=never")
+
+
+def test_reaper_run_warns_once_at_start_not_every_cycle(tmp_path: Path) -> None:
+    """The real daemon: two cycles (failing, nothing listens), the two warnings logged once."""
+    import json
+    import signal
+    import sys
+
+    from tests.loopback import free_port, spawned, wait_for
+
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "ANTHROPIC_API_KEY": KEY,
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "REAPER_DELETE_ENDED_AFTER": "45d",
+        "REAPER_INTERVAL": "1s",
+        "REAPER_MAX_RETRIES": "0",
+        "REAPER_METRICS_PORT": "0",
+        "REAPER_SHUTDOWN_GRACE": "5s",
+    }
+    stdout, stderr = tmp_path / "out", tmp_path / "err"
+
+    def events() -> list[dict[str, object]]:
+        lines = stdout.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def cycles() -> int:
+        return sum(1 for e in events() if e.get("event") == "cycle.finished")
+
+    with spawned([sys.executable, "-m", "reaper", "run"], env, stdout, stderr) as process:
+        wait_for(lambda: cycles() >= 2, 60, "two cycles")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    warnings = [e for e in events() if e.get("event") == "config.warning"]
+    assert [str(w["message"]).split("=", 1)[0] for w in warnings] == [
+        "REAPER_DELETE_ENDED_AFTER",
+        "REAPER_DELETE_FAILED_AFTER",
+    ]
+    assert all(w["level"] == "warning" for w in warnings)
+    assert KEY not in stdout.read_text() + stderr.read_text()

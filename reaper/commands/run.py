@@ -23,6 +23,7 @@ from reaper.metrics import Metrics
 from reaper.progress import LogProgress, Progress
 from reaper.server import Health
 from reaper.settings import Settings, load_settings
+from reaper.settings_checks import log_settings_warnings
 
 
 class ReadinessProgress:
@@ -140,6 +141,7 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings()
     key = settings.api_key_value()
     configure_logging(settings.log_level, settings.log_format, secrets=[key] if key else [])
+    log_settings_warnings(settings)  # once, at start: a retention outlasting the results window
     try:
         return asyncio.run(serve(settings))
     finally:
