@@ -49,6 +49,11 @@ SPEC_METRICS = (
     "reaper_delete_lag_seconds",
     "reaper_archive_total",
     "reaper_archive_bytes_total",
+    "reaper_archive_backlog",
+    "reaper_archive_backlog_min_expiry_seconds",
+    "reaper_results_lost_total",
+    "reaper_listing_rejected_total",
+    "reaper_holds",
     "reaper_build_info",
 )
 # Metrics that have samples after one successful cycle, whatever it decided.
@@ -168,6 +173,9 @@ def test_run_serves_the_spec_metrics_turns_ready_logs_json_and_stops_on_a_signal
         assert record["timestamp"].endswith("Z")
         datetime.fromisoformat(record["timestamp"])
         events.append(record["event"])
+    # Configuration warnings come first (the default 30d outlasts the results window).
+    assert events.count("config.warning") == 1
+    events.remove("config.warning")
     assert events[0] == "daemon.started"
     assert events[-1] == "daemon.stopped"
     for event in ("cycle.started", "workspace.listed", "batch.delete", "cycle.finished"):
