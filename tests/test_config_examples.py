@@ -179,3 +179,14 @@ def test_readme_reference_lists_every_variable_with_its_default() -> None:
         for name, value in example.items():
             expected = {f"`{value}`"} if value else {"unset", "empty", "required"}
             assert table[name] in expected, f"{path.name}: {name} default {table[name]!r}"
+
+
+def test_the_example_holds_file_parses_and_check_config_accepts_it() -> None:
+    """config/holds.example.jsonl is a valid holds file whose holds carry reason and owner."""
+    from reaper.holds import read_holds
+
+    holds = read_holds(ROOT / "config" / "holds.example.jsonl")
+    assert len(holds) == 2
+    assert all(h.reason and h.by for h in holds)
+    text = (ROOT / "config" / "README.md").read_text(encoding="utf-8")
+    assert "REAPER_HOLDS_FILE=config/holds.example.jsonl" in text
