@@ -7,6 +7,10 @@ faults (500/529/429/404), then the operation. Every response, errors included, c
 ``request-id`` and ``anthropic-organization-id``; every one after authentication also
 ``anthropic-workspace-id``; while an RPM limit is on, the ``anthropic-ratelimit-requests-*`` trio.
 The control surface is mounted at ``/_emulator`` (see ``reaper.emulator.control``).
+
+Every response, the control surface's included, carries a ``Date`` header read from the
+emulator's clock (plus ``Faults.clock_skew_seconds``), so moving the emulator's time moves
+``Date`` too; whoever serves the app must not add the host's (uvicorn: ``date_header=False``).
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reaper.emulator import control
+from reaper.emulator.clock import http_date
 from reaper.emulator.errors import RequestRejected, invalid, not_found
-from reaper.emulator.records import ENDED, format_us, to_us
+from reaper.emulator.records import ENDED, BatchRecord, format_us, to_us
 from reaper.emulator.results import ABORT, CORRUPT, SHORT, TRUNCATE, result_chunks
 from reaper.emulator.state import EmulatorState
 
@@ -52,7 +59,40 @@ def create_app(state: EmulatorState) -> Starlette:
         Route("/v1/messages/batches/{batch_id}/results", api.results, methods=["GET"]),
         Mount("/_emulator", routes=control.routes(state)),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: api.unrouted})
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: api.unrouted},
+        middleware=[Middleware(DateHeader, state=state)],
+    )
+
+
+class DateHeader:
+    """ASGI middleware: stamp every response with ``Date`` from the emulator's clock.
+
+    ``Faults.clock_skew_seconds`` moves the stamp (and nothing else); ``Faults.omit_date`` leaves
+    it out. A ``Date`` set further in is replaced, so there is only ever one.
+    """
+
+    def __init__(self, app: ASGIApp, state: EmulatorState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                faults = self.state.faults
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                if not faults.omit_date:
+                    when = self.state.now() + timedelta(seconds=faults.clock_skew_seconds)
+                    headers.append((b"date", http_date(when).encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, stamped)
 
 
 Operation = Callable[[Request, str, str], Response]
@@ -107,7 +147,7 @@ class _Api:
         faults = state.faults
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
-        request_id = state.request_id()
+        request_id = shown_id = state.request_id()
         headers = {"anthropic-organization-id": state.organization_id}
         workspace: str | None = None
         try:
@@ -121,9 +161,12 @@ class _Api:
             origin = f"{request.url.scheme}://{request.url.netloc}"
             response = operation(request, workspace, origin)
         except RequestRejected as exc:
-            response = self._error(exc, request_id)
+            credential = _credential(request) if state.faults.echo_credentials else None
+            if credential:
+                exc, shown_id = _echo(exc, credential), f"{request_id}-{credential}"
+            response = self._error(exc, shown_id)
         response.headers.update(headers)
-        response.headers["request-id"] = request_id
+        response.headers["request-id"] = shown_id
         state.stats.record(
             endpoint, response.status_code, request_id, batch_id=batch_id, workspace=workspace
         )
@@ -226,17 +269,52 @@ class _Api:
         return Response(dumps(record.render(self.state.now_us(), origin)), media_type=JSON)
 
     def _retrieve(self, request: Request, workspace: str, origin: str) -> Response:
-        record = self.state.get(workspace, request.path_params["batch_id"])
-        return Response(dumps(record.render(self.state.now_us(), origin)), media_type=JSON)
+        batch_id = request.path_params["batch_id"]
+        other = self._wrong_batch_candidate(workspace, batch_id)
+        record = self.state.get(workspace, batch_id)
+        return self._batch_answer(record, self._wrong_batch("retrieve", batch_id, other), origin)
 
     def _cancel(self, request: Request, workspace: str, origin: str) -> Response:
-        record = self.state.cancel(workspace, request.path_params["batch_id"])
-        return Response(dumps(record.render(self.state.now_us(), origin)), media_type=JSON)
+        batch_id = request.path_params["batch_id"]
+        other = self._wrong_batch_candidate(workspace, batch_id)
+        record = self.state.cancel(workspace, batch_id)
+        return self._batch_answer(record, self._wrong_batch("cancel", batch_id, other), origin)
 
     def _delete(self, request: Request, workspace: str, origin: str) -> Response:
         batch_id = request.path_params["batch_id"]
+        other = self._wrong_batch_candidate(workspace, batch_id)
         self.state.delete(workspace, batch_id)
-        return Response(dumps({"id": batch_id, "type": "message_batch_deleted"}), media_type=JSON)
+        named = self._wrong_batch("delete", batch_id, other) or batch_id
+        return Response(dumps({"id": named, "type": "message_batch_deleted"}), media_type=JSON)
+
+    def _batch_answer(self, record: BatchRecord, other_id: str | None, origin: str) -> Response:
+        now = self.state.now_us()
+        body = record.render(now, origin)
+        if other_id is not None:
+            other = self.state.find(other_id)
+            body = other.render(now, origin) if other is not None else {**body, "id": other_id}
+        return Response(dumps(body), media_type=JSON)
+
+    def _wrong_batch_candidate(self, workspace: str, batch_id: str) -> str | None:
+        """Return the batch a wrong answer would name, if the fault is on at all (else None)."""
+        faults = self.state.faults
+        if not (faults.wrong_batch_rate or batch_id in faults.wrong_batch_ids):
+            return None
+        if faults.wrong_batch_answer_id is not None:
+            return faults.wrong_batch_answer_id
+        neighbour = self.state.neighbour(workspace, batch_id)
+        if neighbour is not None:
+            return neighbour.id
+        return "msgbatch_" + self.state.request_id().removeprefix("req_")
+
+    def _wrong_batch(self, endpoint: str, batch_id: str, candidate: str | None) -> str | None:
+        """Decide, once the operation succeeded, whether its answer names ``candidate``."""
+        state = self.state
+        if candidate is None:
+            return None
+        if batch_id in state.faults.wrong_batch_ids and state.roll(1.0):
+            return candidate
+        return candidate if state.roll(state.faults.wrong_batch_rate, endpoint) else None
 
     def _list(self, request: Request, workspace: str, origin: str) -> Response:
         query = request.query_params
@@ -247,16 +325,16 @@ class _Api:
             limit = int(raw_limit)
         else:
             raise invalid(f"limit: Input should be an integer from 1 to 1000, got {raw_limit!r}")
-        page = self.state.page(
-            workspace, limit, query.get("after_id") or None, query.get("before_id") or None
-        )
+        after_id = query.get("after_id") or None
+        page = self.state.page(workspace, limit, after_id, query.get("before_id") or None)
+        records, has_more = self._repeat_rows(page.records, page.has_more, after_id, limit)
         now = self.state.now_us()
-        data = [record.render(now, origin) for record in page.records]
+        data = [record.render(now, origin) for record in records]
         self._damage_batches(data)
         body = dumps(
             {
                 "data": data,
-                "has_more": page.has_more,
+                "has_more": has_more,
                 "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None,
             }
@@ -267,6 +345,30 @@ class _Api:
         elif state.roll(state.faults.truncated_list_rate, "list"):
             body = body[: len(body) // 2]
         return Response(body, media_type=JSON)
+
+    def _repeat_rows(
+        self, records: list[BatchRecord], has_more: bool, after_id: str | None, limit: int
+    ) -> tuple[list[BatchRecord], bool]:
+        """Apply the repeated-row faults; the page stays within ``limit`` and hides no batch."""
+        state = self.state
+        faults = state.faults
+        anchor = None
+        if (
+            after_id is not None
+            and limit >= 2
+            and state.roll(faults.list_repeat_previous_rate, "list")
+        ):
+            anchor = state.find(after_id)  # exists: the page's cursor was checked
+        if anchor is not None:
+            kept = records[: limit - 1]
+            return [anchor, *kept], has_more or len(kept) < len(records)
+        if len(records) >= 2 and state.roll(faults.list_repeat_row_rate, "list"):
+            kept = records[: limit - 1]
+            middle = (len(kept) - 1) // 2
+            return [*kept[: middle + 1], kept[middle], *kept[middle + 1 :]], (
+                has_more or len(kept) < len(records)
+            )
+        return records, has_more
 
     def _damage_batches(self, data: list[dict[str, Any]]) -> None:
         state = self.state
@@ -308,6 +410,26 @@ class _Api:
                 mode = name
                 break
         return StreamingResponse(_aiter(result_chunks(record, mode)), media_type=JSONL)
+
+
+def _credential(request: Request) -> str | None:
+    """Return the credential a request carried: the x-api-key value or the bearer token."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _echo(exc: RequestRejected, credential: str) -> RequestRejected:
+    """Return the same refusal with the credential echoed in its type and message."""
+    return RequestRejected(
+        exc.status,
+        f"{exc.error_type}: {credential}",
+        f"{exc.message} (request made with credential {credential})",
+        headers=exc.headers,
+        error_code=exc.error_code,
+    )
 
 
 async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:

@@ -233,6 +233,9 @@ def main(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        # The app stamps Date from the emulator's clock (reaper.emulator.app.DateHeader).
+        date_header=False,
+        server_header=False,
         http="h11",
         ws="none",
         timeout_graceful_shutdown=5,

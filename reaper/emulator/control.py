@@ -15,7 +15,9 @@ No authentication, no faults, not counted in the request counters, plain JSON er
   ``{"set": "2026-03-01T00:00:00Z"}``: moves the emulator's time (an offset over its clock);
   answers ``{"now"}``.
 - ``GET  /_emulator/faults``; ``PUT /_emulator/faults`` with the JSON form of
-  ``reaper.emulator.faults.Faults`` (set wholesale: absent fields take their defaults).
+  ``reaper.emulator.faults.Faults`` (set wholesale: absent fields take their defaults);
+  ``PATCH /_emulator/faults`` with some fields (the others keep their current values). Either
+  restarts the count of injected faults. Answers the whole configuration.
 - ``GET  /_emulator/batches/{id}``: any batch, whatever its workspace: ``{"batch": <API object>,
   "workspace_id", "ends_at"}`` (``ends_at``: when an unfinished batch will end).
 - ``POST /_emulator/reset``: forget batches, counters, faults and the clock offset.
@@ -47,7 +49,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         Route("/mutations", control.mutations, methods=["GET"]),
         Route("/seed", control.seed, methods=["POST"]),
         Route("/clock", control.clock, methods=["GET", "POST"]),
-        Route("/faults", control.faults, methods=["GET", "PUT"]),
+        Route("/faults", control.faults, methods=["GET", "PUT", "PATCH"]),
         Route("/batches/{batch_id}", control.batch, methods=["GET"]),
         Route("/reset", control.reset, methods=["POST"]),
     ]
@@ -164,11 +166,13 @@ class _Control:
         return _json({"now": format_us(state.now_us())})
 
     async def faults(self, request: Request) -> Response:
-        if request.method == "PUT":
+        if request.method in ("PUT", "PATCH"):
             try:
                 body = await _body(request)
                 if not isinstance(body, dict):
                     return _fail("expected a JSON object of fault fields")
+                if request.method == "PATCH":
+                    body = {**self.state.faults.to_json(), **body}
                 self.state.faults = Faults.from_json(body)
             except ValueError as exc:
                 return _fail(str(exc))

@@ -35,9 +35,30 @@ Fields (rates are shares of eligible requests, 0 to 1):
 - ``cancel_ended_ok``: cancel of an ended batch answers 200 unchanged instead of 400 (both are
   plausible for the real API). ``delete_unfinished_conflict``: delete of an unfinished batch answers
   409 ``conflict_error`` instead of 400 ``invalid_request_error``.
-- ``limit``: inject at most this many faults (of every kind but latency, the RPM limit and the
-  results faults), then stop; None means no limit. With a rate of 1 this gives "the next N
-  requests fail". The count restarts whenever faults are set.
+- ``clock_skew_seconds``: the ``Date`` header of every response is this many seconds off the
+  emulator's clock (negative: behind); nothing else moves (timestamps in bodies stay right).
+  ``omit_date``: responses carry no ``Date`` header at all.
+- ``list_repeat_row_rate``: a list page (of two rows or more) shows one of its rows twice, the copy
+  directly below the original (so ``created_at`` still never increases: only an id check sees it).
+  ``list_repeat_previous_rate``: a page asked for with ``after_id`` starts with the batch named by
+  ``after_id`` again, the last row of the page before. Both keep the page within ``limit`` (the
+  last row moves to the next page, ``has_more`` true) and hide no batch from a full walk.
+- ``wrong_batch_rate`` / ``wrong_batch_ids``: retrieve, cancel and delete act on the requested
+  batch but answer naming another one: ``wrong_batch_answer_id`` when set (any workspace), else
+  the requested batch's neighbour in the listing (a batch id never seen when there is none).
+- ``echo_credentials``: every ``/v1`` error answer echoes the credential the request carried
+  (the ``x-api-key`` value, or the bearer token) in ``error.type``, ``error.message`` and the
+  request id (body and ``request-id`` header), as a careless proxy would.
+- ``cancel_race_rate`` / ``cancel_race_ids``: an in-progress batch ends on its own (naturally, all
+  its requests processed) at the very moment a cancel arrives; the cancel is then refused with 400
+  as for any ended batch, or, with ``cancel_ended_ok``, answered 200 with the ended batch and no
+  ``cancel_initiated_at``.
+- ``limit``: inject at most this many faults (of every kind but latency, the RPM limit, the
+  results faults, the ``Date`` faults and ``echo_credentials``), then stop; None means no limit.
+  With a rate of 1 this gives "the next N requests fail". The count restarts whenever faults are
+  set.
+
+The restriction by ``endpoints`` applies to every ``*_rate`` field.
 """
 
 from __future__ import annotations
@@ -58,6 +79,10 @@ _RATES: Final = (
     "truncated_list_rate",
     "unknown_status_rate",
     "missing_fields_rate",
+    "list_repeat_row_rate",
+    "list_repeat_previous_rate",
+    "wrong_batch_rate",
+    "cancel_race_rate",
 )
 _ID_SETS: Final = (
     "not_found_ids",
@@ -65,6 +90,15 @@ _ID_SETS: Final = (
     "results_truncate_ids",
     "results_corrupt_ids",
     "results_abort_ids",
+    "wrong_batch_ids",
+    "cancel_race_ids",
+)
+_FLAGS: Final = (
+    "rate_limit_retry_after",
+    "cancel_ended_ok",
+    "delete_unfinished_conflict",
+    "omit_date",
+    "echo_credentials",
 )
 _BATCH_FIELDS: Final = frozenset(
     {
@@ -110,6 +144,16 @@ class Faults:
     missing_fields: tuple[str, ...] = ("created_at",)
     cancel_ended_ok: bool = False
     delete_unfinished_conflict: bool = False
+    clock_skew_seconds: float = 0.0
+    omit_date: bool = False
+    list_repeat_row_rate: float = 0.0
+    list_repeat_previous_rate: float = 0.0
+    wrong_batch_rate: float = 0.0
+    wrong_batch_ids: frozenset[str] = frozenset()
+    wrong_batch_answer_id: str | None = None
+    echo_credentials: bool = False
+    cancel_race_rate: float = 0.0
+    cancel_race_ids: frozenset[str] = frozenset()
     limit: int | None = None
 
     def __post_init__(self) -> None:
@@ -170,7 +214,13 @@ def check(faults: Faults) -> None:
     limit = faults.limit
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit: expected null or a whole number >= 0, got {limit!r}")
-    for name in ("rate_limit_retry_after", "cancel_ended_ok", "delete_unfinished_conflict"):
+    skew = faults.clock_skew_seconds
+    if isinstance(skew, bool) or not isinstance(skew, int | float) or not abs(skew) <= 1e9:
+        raise ValueError(f"clock_skew_seconds: expected a number of seconds, got {skew!r}")
+    answer = faults.wrong_batch_answer_id
+    if answer is not None and (not isinstance(answer, str) or not answer):
+        raise ValueError(f"wrong_batch_answer_id: expected null or a batch id, got {answer!r}")
+    for name in _FLAGS:
         if not isinstance(getattr(faults, name), bool):
             raise ValueError(f"{name}: expected true or false, got {getattr(faults, name)!r}")
     if faults.should_retry is not None and not isinstance(faults.should_retry, bool):

@@ -57,6 +57,9 @@ def running_emulator(
         log_level="critical",  # the abort fault's broken streams would log tracebacks
         access_log=False,
         lifespan="off",
+        # The app stamps Date from the emulator's clock (reaper.emulator.app.DateHeader).
+        date_header=False,
+        server_header=False,
         http="h11",
         ws="none",
         timeout_graceful_shutdown=1,

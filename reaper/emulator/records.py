@@ -186,6 +186,12 @@ class BatchRecord:
         self.cancel_at = now
         self.schedule(now + cancel_after)
 
+    def end_now(self, now: int) -> None:
+        """End an in-progress batch on its own at ``now``: processing finished (a fault's race)."""
+        self.natural_end = now
+        self.schedule()
+        self.settle(now)
+
     def schedule(self, cancel_done: int | None = None) -> None:
         """Set ``end`` and ``reason`` to the first of expiry, natural end and cancel completion."""
         # On ties the natural end wins (nothing ends up canceled, which the docs allow), then the

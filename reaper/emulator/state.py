@@ -230,6 +230,8 @@ class EmulatorState:
         """Start cancelling an in-progress batch; a canceling one is returned unchanged."""
         with self._lock:
             record = self.get(workspace, batch_id)
+            if record.status == IN_PROGRESS and self._cancel_races(batch_id):
+                record.end_now(self.now_us())
             if record.status == IN_PROGRESS:
                 record.start_cancel(self.now_us(), int(self.cancel_seconds * SECOND))
                 record.settle(self.now_us())
@@ -238,6 +240,27 @@ class EmulatorState:
             elif record.status not in (CANCELING, ENDED):
                 raise invalid(f"Message batch {batch_id} cannot be canceled in its current state.")
             return record
+
+    def _cancel_races(self, batch_id: str) -> bool:
+        faults = self._faults
+        if batch_id in faults.cancel_race_ids and self.roll(1.0):
+            return True
+        return self.roll(faults.cancel_race_rate, "cancel")
+
+    def neighbour(self, workspace: str, batch_id: str) -> BatchRecord | None:
+        """Return the batch listed just after ``batch_id`` (else just before); None if alone."""
+        with self._lock:
+            record = self._by_id.get(batch_id)
+            batches = self._lists.get(workspace)
+            if record is None or record.workspace != workspace or batches is None:
+                return None
+            index = batches.bisect_key_left(record.key)
+            for other in (index + 1, index - 1):
+                if 0 <= other < len(batches):
+                    found: BatchRecord = batches[other]
+                    found.settle(self.now_us())
+                    return found
+            return None
 
     def delete(self, workspace: str, batch_id: str) -> None:
         """Delete an ended batch; refuse one still processing (400, or 409 in conflict mode)."""
