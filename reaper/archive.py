@@ -36,8 +36,8 @@ from typing import IO, Any, Final, Literal, Protocol
 
 import structlog
 
-from reaper.client import ApiError, NotFoundError
 from reaper.confirm import confirm_gone
+from reaper.errors import ApiError, NotFoundError
 from reaper.metrics import Metrics, workspace_label
 from reaper.models import ENDED, Batch, format_time
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from reaper.client import NotFoundError
+from reaper.errors import NotFoundError
 from reaper.models import Batch
 
 # After this many 404s in a row on top of the first, a batch counts as gone.

@@ -20,8 +20,8 @@ from functools import partial
 from typing import Final, Protocol
 
 from reaper.archive import ArchiveOutcome, Outcome, ResultsClient
-from reaper.client import ApiError, InvalidRequestError, NotFoundError
 from reaper.confirm import NOT_FOUND_TOLERANCE, confirm_gone
+from reaper.errors import ApiError, InvalidRequestError, NotFoundError
 from reaper.models import CANCELING, ENDED, Batch
 from reaper.policy import Action, Decision, Plan
 from reaper.recorder import Recorder

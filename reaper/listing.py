@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from reaper.client import ApiError
+from reaper.errors import ApiError
 from reaper.models import Batch, ModelError
 from reaper.outcomes import ListingFailure
 from reaper.policy import Plan, Planner, Policy

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
-from reaper.client import ApiError, InvalidRequestError, NotFoundError
+from reaper.errors import ApiError, InvalidRequestError, NotFoundError
 from reaper.models import CANCELING, ENDED, IN_PROGRESS, Batch, RequestCounts
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)

@@ -25,7 +25,7 @@ from structlog.testing import capture_logs
 
 from reaper import archive as archive_module
 from reaper.archive import Archiver, FileLayer, Outcome, batch_to_api, sidecar_path
-from reaper.client import ApiError, ConnectionFailed, NotFoundError
+from reaper.errors import ApiError, ConnectionFailed, NotFoundError
 from reaper.metrics import Metrics
 from reaper.models import ENDED, IN_PROGRESS, Batch, RequestCounts
 

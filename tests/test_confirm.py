@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from reaper.client import ApiError
 from reaper.confirm import NOT_FOUND_TOLERANCE, confirm_gone
+from reaper.errors import ApiError
 from tests.fake_api import FakeClient, FakeClock, api_error, batch
 
 pytestmark = pytest.mark.anyio

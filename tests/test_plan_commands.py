@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from reaper import cli
-from reaper.client import ApiError
 from reaper.commands.explain import run_explain
 from reaper.commands.plan import run_plan
 from reaper.emulator.clock import ManualClock
 from reaper.emulator.harness import new_state, running_emulator
+from reaper.errors import ApiError
 from reaper.explain import explain
 from reaper.logs import reset_logging
 from reaper.models import Batch
