@@ -16,12 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from reaper import __version__
-
-EX_OK: Final = 0
-EX_FAILED: Final = 1
-EX_SAFETY_STOP: Final = 3
-EX_USAGE: Final = 64
-EX_CONFIG: Final = 78
+from reaper.exits import EX_CONFIG, EX_FAILED, EX_INTERRUPTED
 
 # command -> "module:function"; the function takes the parsed arguments and returns an exit code.
 _HANDLERS: Final = {
@@ -81,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reaper: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
     except KeyboardInterrupt:
-        return 130
+        return EX_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`reaper plan | head`): stop quietly, and keep Python from
         # complaining again when it flushes stdout at exit.

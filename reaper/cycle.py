@@ -137,7 +137,7 @@ async def run_cycle(
             raise
         except Exception as exc:  # the daemon must survive a bug in one cycle; it is logged loudly
             error = redact(f"{type(exc).__name__}: {exc}")
-            log.exception("cycle.crashed", error=error)
+            log.exception("cycle.crashed", error_type=type(exc).__name__, error=error)
         finally:
             if progress is not None:
                 progress.close()

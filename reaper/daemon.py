@@ -18,14 +18,12 @@ from typing import Final, Protocol
 
 import structlog
 
+from reaper.exits import EX_OK, EX_UNAVAILABLE
 from reaper.logs import flush_logging
 from reaper.metrics import Metrics
 from reaper.schedule import CycleScheduler, build_schedule
 from reaper.server import Health, MetricsServer, start_server
 
-EX_OK: Final = 0
-# The metrics address cannot be bound (port in use, no such interface): EX_UNAVAILABLE.
-EX_UNAVAILABLE: Final = 69
 # The heartbeat runs well inside Health's staleness limit (60 s by default).
 HEARTBEAT_INTERVAL: Final = 5.0
 FAILED: Final = "failed"
@@ -60,33 +58,30 @@ class DaemonSettings(Protocol):
 CycleJob = Callable[[], Awaitable[str]]
 
 
-def guard_cycle(
-    cycle_job: CycleJob, *, metrics: Metrics, health: Health
-) -> Callable[[], Awaitable[None]]:
-    """Wrap a cycle so that no exception escapes: a crash is logged and counted as failed.
+def guard_cycle(cycle_job: CycleJob, *, metrics: Metrics) -> Callable[[], Awaitable[None]]:
+    """Wrap a cycle job so that no exception escapes: one that does is logged and counted.
 
-    The cycle counts its own outcome in ``reaper_cycles_total``; the wrapper counts only the runs
-    that never returned one (an exception, or a cancellation at shutdown). A cycle whose outcome
-    is not ``failed`` has listed successfully, which makes the daemon ready.
+    The cycle counts its own outcome in ``reaper_cycles_total`` and logs its own crash
+    (``cycle.crashed``, in ``reaper.cycle``); the wrapper counts only the runs that never returned
+    an outcome (an exception out of the job itself, or a cancellation at shutdown). Readiness is
+    the job's business (``reaper.commands.run.ReadinessProgress``): the daemon knows nothing of
+    listings.
     """
 
     async def guarded() -> None:
         try:
-            outcome = await cycle_job()
+            await cycle_job()
         except asyncio.CancelledError:
             metrics.cycles.labels(outcome=FAILED).inc()
             raise
         except Exception as exc:
             metrics.cycles.labels(outcome=FAILED).inc()
             _log.error(
-                "cycle.crashed",
+                "daemon.job_failed",
                 error_type=type(exc).__name__,
                 error=str(exc),
                 exc_info=True,
             )
-            return
-        if str(outcome) != FAILED:
-            health.mark_listed()
 
     return guarded
 
@@ -111,9 +106,7 @@ async def run_daemon(
     stop = stop_event if stop_event is not None else asyncio.Event()
     force = asyncio.Event()
     schedule = build_schedule(settings.interval, settings.cron, tz=tz)
-    scheduler = CycleScheduler(
-        guard_cycle(cycle_job, metrics=metrics, health=health), schedule, tz=tz
-    )
+    scheduler = CycleScheduler(guard_cycle(cycle_job, metrics=metrics), schedule, tz=tz)
 
     server: MetricsServer | None = None
     if settings.metrics_port != 0:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from reaper.exits import cycle_exit_code
 from reaper.metrics import workspace_label
 from reaper.policy import Action, Plan, Rule
 
@@ -39,13 +40,6 @@ class ActionOutcome(StrEnum):
 METRIC_OUTCOMES: Final = frozenset(
     {ActionOutcome.DONE, ActionOutcome.FAILED, ActionOutcome.DRY_RUN, ActionOutcome.DEFERRED}
 )
-# SPEC §1, `reaper once`.
-_EXIT_CODES: Final = {
-    CycleOutcome.SUCCESS: 0,
-    CycleOutcome.PARTIAL: 1,
-    CycleOutcome.FAILED: 1,
-    CycleOutcome.SAFETY_STOP: 3,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +123,7 @@ class CycleReport:
 
     def exit_code(self) -> int:
         """Map the outcome to SPEC §1: 0 all done, 1 failed or partial, 3 safety stop."""
-        return _EXIT_CODES[self.outcome]
+        return cycle_exit_code(self.outcome.value)
 
     def summary_text(self) -> str:
         """Describe the cycle in one paragraph for a person."""

@@ -226,7 +226,7 @@ class CycleScheduler:
             _log.warning("cycle.cancelled")
         except Exception as exc:
             # The daemon's job wrapper catches everything first; this is the last line.
-            _log.error("cycle.crashed", error_type=type(exc).__name__, exc_info=True)
+            _log.error("scheduler.job_failed", error_type=type(exc).__name__, exc_info=True)
         finally:
             self._current = None
             self._idle.set()

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from reaper import archive as archive_module
-from reaper.archive import Archiver, FileLayer, Outcome, batch_to_api, sidecar_path
+from reaper import archive_sink
+from reaper.archive import Archiver, FileLayer, Outcome, sidecar_path
 from reaper.errors import ApiError, ConnectionFailed, NotFoundError
 from reaper.metrics import Metrics
 from reaper.models import ENDED, IN_PROGRESS, Batch, RequestCounts
@@ -338,7 +339,7 @@ async def test_a_line_longer_than_the_limit_fails(
     tmp_path: Path, metrics: Metrics, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A body without newlines cannot grow the carry buffer without bound."""
-    monkeypatch.setattr(archive_module, "_MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(archive_sink, "_MAX_LINE_BYTES", 1000)
     batch = make_batch()
     client = FakeResultsClient()
     client.serve(batch, [b"x" * 600] * 4)
@@ -692,9 +693,9 @@ async def test_cancelling_a_download_leaves_no_file(tmp_path: Path, metrics: Met
 def test_an_abort_before_the_worker_thread_opens_the_file_wins(tmp_path: Path) -> None:
     """A task cancelled while its open() still waits for a thread never leaves a temp file."""
     path = tmp_path / "default" / "2026-02-20" / "msgbatch_01abc.jsonl.gz"
-    sink = archive_module._Sink(FileLayer(), path, make_batch())
+    sink = archive_sink.ResultsSink(FileLayer(), path, make_batch())
     sink.abort()
-    with pytest.raises(archive_module._Rejected):
+    with pytest.raises(archive_sink.Rejected):
         sink.open()
     assert files_under(tmp_path) == []
 
@@ -943,10 +944,10 @@ def test_any_chunking_of_a_short_stream_fails(data: st.DataObject) -> None:
         assert files_under(Path(root)) == []
 
 
-def test_batch_to_api_round_trips() -> None:
+def test_the_sidecar_batch_object_round_trips() -> None:
     """The sidecar's batch object is the API's shape and reads back as the same batch."""
     batch = make_batch(archived_at=NOW, workspace="wrkspc_9")
-    data = batch_to_api(batch)
+    data = batch.to_api()
     assert set(data) == {
         "id",
         "type",

@@ -470,7 +470,8 @@ async def test_an_unexpected_error_in_the_listing_fails_the_cycle(metrics: Metri
     assert report.outcome is CycleOutcome.FAILED
     assert report.error == "RuntimeError: boom"
     assert client.mutating_calls() == []
-    assert any(e["event"] == "cycle.crashed" for e in logs)
+    (crashed,) = [e for e in logs if e["event"] == "cycle.crashed"]
+    assert crashed["error_type"] == "RuntimeError"
     assert sample(metrics, "reaper_cycles_total", outcome="failed") == 1
 
 

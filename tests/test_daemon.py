@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from reaper.daemon import EX_UNAVAILABLE, guard_cycle, run_daemon
+from reaper.daemon import guard_cycle, run_daemon
+from reaper.exits import EX_UNAVAILABLE
 from reaper.metrics import Metrics
 from reaper.server import Health
 from tests.loopback import free_port
@@ -70,7 +71,7 @@ def cycles(metrics: Metrics, outcome: str) -> float:
 
 @pytest.mark.anyio
 async def test_probes_and_metrics_follow_the_first_cycle(metrics: Metrics) -> None:
-    """/readyz turns 200 after a cycle lists, /healthz is 200, and stopping returns 0."""
+    """/readyz follows what the job marks, /healthz is 200, and stopping returns 0."""
     port = free_port()
     health = Health()
     stop = asyncio.Event()
@@ -81,6 +82,7 @@ async def test_probes_and_metrics_follow_the_first_cycle(metrics: Metrics) -> No
         nonlocal runs
         runs += 1
         await release.wait()
+        health.mark_listed()  # the job marks readiness (run's ReadinessProgress), not the daemon
         return "success"
 
     settings = FakeSettings(metrics_port=port)
@@ -150,7 +152,7 @@ async def test_a_stuck_event_loop_makes_healthz_fail(metrics: Metrics) -> None:
 
 @pytest.mark.anyio
 async def test_a_crashing_cycle_is_counted_and_the_next_one_runs(metrics: Metrics) -> None:
-    """An exception becomes cycle.crashed and reaper_cycles_total{outcome=failed}; cycles go on."""
+    """An exception out of a job: daemon.job_failed and reaper_cycles_total{outcome=failed}."""
     stop = asyncio.Event()
     calls = 0
 
@@ -174,7 +176,7 @@ async def test_a_crashing_cycle_is_counted_and_the_next_one_runs(metrics: Metric
         stop.set()
         assert await daemon == 0
     assert cycles(metrics, "failed") == calls
-    crashed = [e for e in captured if e["event"] == "cycle.crashed"]
+    crashed = [e for e in captured if e["event"] == "daemon.job_failed"]
     assert len(crashed) == calls
     assert crashed[0]["error_type"] == "ConnectionError"
     assert crashed[0]["error"] == "api unreachable"
@@ -228,19 +230,16 @@ def status_ok(port: int) -> bool:
 
 
 @pytest.mark.anyio
-async def test_guard_marks_ready_only_after_a_cycle_that_listed(metrics: Metrics) -> None:
-    """A failed outcome leaves the daemon unready; success, partial or safety_stop make it ready."""
-    health = Health()
+async def test_the_guard_counts_only_runs_that_return_no_outcome(metrics: Metrics) -> None:
+    """Outcomes are the cycle's to count: a job that returns one is not counted again."""
     outcomes = iter(["failed", "safety_stop"])
 
     async def cycle() -> str:
         return next(outcomes)
 
-    guarded = guard_cycle(cycle, metrics=metrics, health=health)
+    guarded = guard_cycle(cycle, metrics=metrics)
     await guarded()
-    assert not health.listed
     await guarded()
-    assert health.listed
     assert cycles(metrics, "failed") == 0  # the cycle counts its own outcomes
 
 

@@ -151,7 +151,7 @@ async def test_never_two_cycles_at_once(schedulers: list[CycleScheduler]) -> Non
 async def test_a_crashing_job_does_not_stop_the_scheduler(
     schedulers: list[CycleScheduler], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Exceptions are logged as cycle.crashed; the next run happens; APScheduler logs no error."""
+    """Exceptions are logged as scheduler.job_failed; the next run happens; APScheduler is quiet."""
     calls = 0
 
     async def crash() -> None:
@@ -165,7 +165,7 @@ async def test_a_crashing_job_does_not_stop_the_scheduler(
         await eventually(lambda: calls >= 3)
     assert scheduler.alive
     assert scheduler.scheduling
-    crashed = [entry for entry in captured if entry["event"] == "cycle.crashed"]
+    crashed = [entry for entry in captured if entry["event"] == "scheduler.job_failed"]
     assert len(crashed) >= 3
     assert crashed[0]["error_type"] == "RuntimeError"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -9,42 +9,36 @@ fails; 78 for a bad environment.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TextIO
 
-from reaper.cli import EX_FAILED, EX_OK
 from reaper.client import BatchClient
-from reaper.commands.plan import configure_command_logging
+from reaper.commands.wiring import command_settings, run_async, utc_now
+from reaper.exits import EX_FAILED, EX_OK
 from reaper.explain import Explanation, explain
 from reaper.listing import BatchLister, plan_workspace
-from reaper.logs import flush_logging
 from reaper.models import Batch
 from reaper.outcomes import ListingFailure
 from reaper.policy import Policy
 from reaper.report import explanation_record, format_explanation, workspace_name
-from reaper.settings import Settings, load_settings
+from reaper.settings import Settings
 
 
 def main(args: argparse.Namespace) -> int:
     """Explain one batch's decision; return the exit code."""
-    settings = load_settings(require_key=True)
-    configure_command_logging(settings)
-    try:
-        return asyncio.run(
-            run_explain(
-                settings,
-                args.batch_id,
-                now=datetime.now(UTC),
-                json_output=args.json,
-                out=sys.stdout,
-                err=sys.stderr,
-            )
+    settings = command_settings(log_stream=sys.stderr)
+    return run_async(
+        run_explain(
+            settings,
+            args.batch_id,
+            now=utc_now(),
+            json_output=args.json,
+            out=sys.stdout,
+            err=sys.stderr,
         )
-    finally:
-        flush_logging()
+    )
 
 
 async def find_explanation(

@@ -9,52 +9,37 @@ pipeline reading the JSON log lines gets nothing else.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
-from reaper.archive import Archiver
 from reaper.client import BatchClient
+from reaper.commands.wiring import build_archiver, command_settings, run_async, utc_now
 from reaper.cycle import CycleReport, run_cycle
-from reaper.logs import configure_logging, flush_logging
 from reaper.metrics import Metrics
 from reaper.progress import Progress, make_progress
-from reaper.settings import Settings, load_settings
+from reaper.settings import Settings
 
 
 def main(args: argparse.Namespace) -> int:
     """Run one cycle with the environment's settings and return the exit code."""
     del args  # `once` has no flags: everything comes from the environment
-    settings = load_settings()
-    key = settings.api_key_value()
-    configure_logging(settings.log_level, settings.log_format, secrets=[key] if key else [])
-    try:
-        report = asyncio.run(run_once(settings, progress=make_progress(settings.log_format)))
-    finally:
-        flush_logging()
+    settings = command_settings()
+    report = run_async(run_once(settings, progress=make_progress(settings.log_format)))
     print(report.summary_text(), file=sys.stderr, flush=True)
     return report.exit_code()
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def run_once(
     settings: Settings,
     *,
     metrics: Metrics | None = None,
-    now: Callable[[], datetime] = _utc_now,
+    now: Callable[[], datetime] = utc_now,
     progress: Progress | None = None,
 ) -> CycleReport:
     """Run one cycle against the API the settings name, with a client of its own."""
     metrics = metrics if metrics is not None else Metrics()
-    archiver = None
-    if settings.archive_dir is not None:
-        archiver = Archiver(
-            settings.archive_dir, missing=settings.archive_missing, metrics=metrics, now=now
-        )
+    archiver = build_archiver(settings, metrics, now)
     async with BatchClient.from_settings(settings, metrics=metrics) as client:
         return await run_cycle(
             settings, client, metrics=metrics, now=now, progress=progress, archiver=archiver

@@ -11,45 +11,32 @@ Logs (retries, say) go to stderr so that stdout carries nothing but the plan.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TextIO
 
-from reaper.cli import EX_FAILED, EX_OK
 from reaper.client import BatchClient
+from reaper.commands.wiring import command_settings, run_async, utc_now
+from reaper.exits import EX_FAILED, EX_OK
 from reaper.listing import BatchLister, plan_workspace
-from reaper.logs import configure_logging, flush_logging
 from reaper.outcomes import ListingFailure
 from reaper.policy import Plan, Policy
 from reaper.report import format_plan_table, plan_json_lines
-from reaper.settings import Settings, load_settings
+from reaper.settings import Settings
 
 
 def main(args: argparse.Namespace) -> int:
     """List, decide and print the plan; return the exit code."""
-    settings = load_settings(require_key=True)
-    configure_command_logging(settings)
-    try:
-        return asyncio.run(
-            run_plan(
-                settings,
-                now=datetime.now(UTC),
-                json_output=args.json,
-                show_all=args.all,
-                out=sys.stdout,
-                err=sys.stderr,
-            )
+    settings = command_settings(log_stream=sys.stderr)
+    return run_async(
+        run_plan(
+            settings,
+            now=utc_now(),
+            json_output=args.json,
+            show_all=args.all,
+            out=sys.stdout,
+            err=sys.stderr,
         )
-    finally:
-        flush_logging()
-
-
-def configure_command_logging(settings: Settings) -> None:
-    """Send logs to stderr: stdout is the command's output (a table or JSON Lines)."""
-    key = settings.api_key_value()
-    configure_logging(
-        settings.log_level, settings.log_format, secrets=[key] if key else [], stream=sys.stderr
     )
 
 

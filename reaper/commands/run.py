@@ -12,17 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from reaper.archive import Archiver
 from reaper.client import BatchClient
+from reaper.commands.wiring import build_archiver, command_settings, run_async, utc_now
 from reaper.cycle import CycleClient, CycleReport, run_cycle
 from reaper.daemon import run_daemon
-from reaper.logs import configure_logging, flush_logging
 from reaper.metrics import Metrics
 from reaper.progress import LogProgress, Progress
 from reaper.server import Health
-from reaper.settings import Settings, load_settings
+from reaper.settings import Settings
 from reaper.settings_checks import log_settings_warnings
 
 
@@ -57,22 +57,6 @@ class ReadinessProgress:
         """Finish the inner report."""
         if self._inner is not None:
             self._inner.close()
-
-
-def utc_now() -> datetime:
-    """Return the current time, aware, in UTC."""
-    return datetime.now(UTC)
-
-
-def build_archiver(
-    settings: Settings, metrics: Metrics, now: Callable[[], datetime]
-) -> Archiver | None:
-    """Return the archiver of ``REAPER_ARCHIVE_DIR``, or None when no archive is configured."""
-    if settings.archive_dir is None:
-        return None
-    return Archiver(
-        settings.archive_dir, missing=settings.archive_missing, metrics=metrics, now=now
-    )
 
 
 def cycle_job(
@@ -138,11 +122,6 @@ async def serve(
 def main(args: argparse.Namespace) -> int:
     """Run the daemon with the environment's settings; return 0 after SIGTERM/SIGINT."""
     del args  # `run` has no flags: everything comes from the environment
-    settings = load_settings()
-    key = settings.api_key_value()
-    configure_logging(settings.log_level, settings.log_format, secrets=[key] if key else [])
+    settings = command_settings()
     log_settings_warnings(settings)  # once, at start: a retention outlasting the results window
-    try:
-        return asyncio.run(serve(settings))
-    finally:
-        flush_logging()
+    return run_async(serve(settings))
