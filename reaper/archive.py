@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
@@ -49,6 +49,9 @@ SIDECAR_FORMAT: Final = 1
 _FEED_BYTES: Final = 1 << 20
 _MAX_SIDECAR_BYTES: Final = 1 << 20
 # Ids become file names: refuse anything that could leave the directory or hide a file.
+# The API keeps a batch's results this long after its creation (``archived_at`` says when, once
+# it has passed; shared/API-NOTES.md).
+RESULTS_WINDOW: Final = timedelta(days=29)
 _SAFE_NAME: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")
 
 log = structlog.get_logger("reaper.archive")
@@ -96,6 +99,16 @@ class ResultsClient(Protocol):
     async def retrieve(self, batch_id: str, workspace: str | None) -> Batch:
         """Fetch one batch as it is now."""
         ...
+
+
+def results_expire_at(batch: Batch) -> datetime:
+    """Return when the batch's results go: ``archived_at``, or 29 days after creation."""
+    return batch.archived_at if batch.archived_at is not None else batch.created_at + RESULTS_WINDOW
+
+
+def in_scope(batch: Batch, scope: Literal["all", "failed"]) -> bool:
+    """Tell whether ``REAPER_ARCHIVE_SCOPE`` covers the batch (``failed``: errored or expired)."""
+    return scope == "all" or batch.has_failures
 
 
 class Archiver:

@@ -23,6 +23,8 @@ from datetime import datetime
 
 import structlog
 
+from reaper.archive import Archiver
+from reaper.archive_ahead import ArchiveAhead
 from reaper.confirm import NOT_FOUND_TOLERANCE
 from reaper.executor import (
     POLL_FIRST_SECONDS,
@@ -31,6 +33,7 @@ from reaper.executor import (
     CycleClient,
     Executor,
 )
+from reaper.ledger import Ledger, open_ledger
 from reaper.listing import plan_workspace
 from reaper.logs import Redactor
 from reaper.metrics import Metrics, workspace_label
@@ -76,6 +79,8 @@ async def run_cycle(
     progress: Progress | None = None,
     archiver: ArchiveHook | None = None,
     stop: asyncio.Event | None = None,
+    ledger: Ledger | None = None,
+    ahead: ArchiveAhead | None = None,
 ) -> CycleReport:
     """Run one cycle over every configured workspace and return its report.
 
@@ -83,6 +88,10 @@ async def run_cycle(
     requests in flight finish and are recorded, batches already canceled are still waited for
     and deleted, the rest is left to the next start (counted as deferred), and the cycle returns
     as soon as that is done instead of running into the shutdown grace.
+
+    ``ledger`` records every cancel and delete (built by the command from ``REAPER_LEDGER_DIR``;
+    when None, the settings' own). ``ahead`` archives every ended batch in scope after the
+    workspace's actions (when None and ``archiver`` is an Archiver, one is made for this cycle).
 
     Never raises for a failure of the API or of one action; an unexpected exception ends the
     cycle early as ``failed`` (with the exception in the log and the report). ``now`` and
@@ -107,6 +116,10 @@ async def run_cycle(
             if settings.archive_dir is not None and archiver is None and not settings.dry_run:
                 raise RuntimeError("REAPER_ARCHIVE_DIR is set but the cycle was given no archiver")
             policy = Policy.from_settings(settings)
+            if ledger is None:
+                ledger = open_ledger(settings.ledger_dir, dry_run=settings.dry_run, clock=now)
+            if ahead is None and isinstance(archiver, Archiver):
+                ahead = build_archive_ahead(settings, archiver, metrics)
             for workspace in settings.workspaces:
                 if stop is not None and stop.is_set():
                     break  # shutting down: the next start sweeps the rest
@@ -128,9 +141,11 @@ async def run_cycle(
                     sleep=sleep,
                     archiver=archiver,
                     stop=stop,
+                    ledger=ledger,
+                    cycle_id=cycle_id,
                 )
                 with structlog.contextvars.bound_contextvars(workspace=recorder.label):
-                    await _sweep(client, workspace, policy, now, recorder, executor, settings)
+                    await _sweep(client, workspace, policy, now, recorder, executor, ahead)
         except asyncio.CancelledError:
             # Shutdown past its grace: say how far the cycle got before going.
             log.warning("cycle.cancelled", actions_done=tally.done(), failures=len(tally.failures))
@@ -168,10 +183,20 @@ async def _sweep(
     now: Callable[[], datetime],
     recorder: Recorder,
     executor: Executor,
-    settings: Settings,
+    ahead: ArchiveAhead | None,
 ) -> None:
-    """List and plan one workspace, record the plan, then act on it (or report the dry run)."""
-    listing = await plan_workspace(client, workspace, policy, now(), progress=recorder.progress)
+    """List and plan one workspace, record the plan, act on it (or report the dry run), archive."""
+    settings = executor.settings
+    listed_at = now()
+    scout = None if ahead is None else ahead.scout(workspace, listed_at, dry_run=settings.dry_run)
+    listing = await plan_workspace(
+        client,
+        workspace,
+        policy,
+        listed_at,
+        progress=recorder.progress,
+        on_page=None if scout is None else scout.on_page,
+    )
     recorder.record_plan(listing)
     if not listing.complete:
         return  # fail closed: nothing is done in a workspace that could not be listed
@@ -180,6 +205,29 @@ async def _sweep(
         recorder.record_dry_run(plan, then_delete=settings.delete_canceled and plan.stop is None)
     else:
         await executor.run(plan)
+    if ahead is not None and scout is not None:
+        # After the cycle's cancels and deletes: the results closest to expiry first.
+        report = await ahead.run(
+            scout,
+            workspace,
+            client,
+            dry_run=settings.dry_run,
+            now=now(),
+            tried=frozenset(d.batch.id for d in plan.deletes),
+            stop=executor.shutdown,
+        )
+        recorder.tally.archive_failures += report.failed
+
+
+def build_archive_ahead(settings: Settings, archiver: Archiver, metrics: Metrics) -> ArchiveAhead:
+    """Return the archive-ahead of the settings (scope, cap of downloads, concurrency)."""
+    return ArchiveAhead(
+        archiver,
+        scope=settings.archive_scope,
+        max_downloads=settings.max_actions_per_run,
+        concurrency=settings.concurrency,
+        metrics=metrics,
+    )
 
 
 def _redactor(settings: Settings) -> Redactor:

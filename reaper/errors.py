@@ -7,8 +7,20 @@ request id only: never a header, never the key.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Mapping
 from typing import Final
+
+# The ``request-id`` of the last successful answer in this task, for the ledger's outcome line
+# (errors carry theirs): a context variable, so that concurrent workers each read their own.
+ANSWERED_REQUEST_ID: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar(
+    "reaper_answered_request_id", default=None
+)
+
+
+def last_request_id() -> str | None:
+    """Return the ``request-id`` of the last successful answer in the current task."""
+    return ANSWERED_REQUEST_ID.get()
 
 
 class ApiError(Exception):

@@ -7,7 +7,9 @@ polls and those deletes jump the queue of deletes, so a long backlog never starv
 
 The executor trusts the plan: what the guards held back is not in ``plan.cancels`` or
 ``plan.deletes`` and is never looked at here. Every request that changes a batch leaves through
-``Executor._send``; every outcome is recorded through the ``Recorder``.
+``Executor._send``, which writes the ledger's intent line (fsynced) before it and the outcome line
+after it; an intent that cannot be written fails the action without sending anything. Every
+outcome is recorded through the ``Recorder``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from datetime import datetime
 from functools import partial
 from typing import Final, Protocol
 
-from reaper.archive import ArchiveOutcome, Outcome, ResultsClient
+from reaper.archive import ArchiveOutcome, Outcome, ResultsClient, in_scope
 from reaper.confirm import NOT_FOUND_TOLERANCE, confirm_gone
-from reaper.errors import ApiError, InvalidRequestError, NotFoundError
+from reaper.errors import ApiError, InvalidRequestError, NotFoundError, last_request_id
+from reaper.ledger import DONE, FAILED, GONE, NULL_LEDGER, Ledger, LedgerError
 from reaper.models import CANCELING, ENDED, Batch
 from reaper.policy import Action, Decision, Plan
 from reaper.recorder import Recorder
@@ -88,6 +91,8 @@ class Executor:
         sleep: Callable[[float], Awaitable[object]],
         archiver: ArchiveHook | None = None,
         stop: asyncio.Event | None = None,
+        ledger: Ledger = NULL_LEDGER,
+        cycle_id: str = "",
     ) -> None:
         self.client = client
         self.recorder = recorder
@@ -96,6 +101,8 @@ class Executor:
         self.now = now
         self.sleep = sleep
         self.archiver = archiver
+        self.ledger = ledger
+        self.cycle_id = cycle_id
         # Set when the daemon is shutting down: no new cancel and no backlog delete starts.
         self.shutdown = stop if stop is not None else asyncio.Event()
         self._pool = WorkerPool(settings.concurrency)
@@ -150,12 +157,62 @@ class Executor:
     async def _send(self, d: Decision) -> Batch | None:
         """Send the decision's one cancel or delete: every request that changes a batch is here.
 
-        Returns the batch as a cancel answered (None for a delete); raises ApiError.
+        The ledger's intent line is on disk before the request leaves (LedgerError, and nothing
+        sent, when it cannot be written), its outcome line after the answer. Returns the batch as
+        a cancel answered (None for a delete); raises ApiError or LedgerError.
         """
-        if d.action is Action.CANCEL:
-            return await self.client.cancel(d.batch.id, self.workspace)
-        await self.client.delete(d.batch.id, self.workspace)
-        return None
+        await self._ledger(
+            self.ledger.intent,
+            cycle_id=self.cycle_id,
+            batch=d.batch,
+            action=d.action.value,
+            rule=d.rule.value,
+        )
+        try:
+            if d.action is Action.CANCEL:
+                batch: Batch | None = await self.client.cancel(d.batch.id, self.workspace)
+            else:
+                await self.client.delete(d.batch.id, self.workspace)
+                batch = None
+        except ApiError as exc:
+            phase = GONE if isinstance(exc, NotFoundError) else FAILED
+            await self._outcome(d, phase, exc.status, exc.request_id, exc.error_type)
+            raise
+        await self._outcome(d, DONE, 200, last_request_id())
+        return batch
+
+    async def _outcome(
+        self,
+        d: Decision,
+        phase: str,
+        status: int | None,
+        request_id: str | None,
+        error: str | None = None,
+    ) -> None:
+        """Write the ledger's outcome line; a failure is logged, the action's outcome stands."""
+        try:
+            await self._ledger(
+                self.ledger.outcome,
+                cycle_id=self.cycle_id,
+                batch_id=d.batch.id,
+                workspace=d.batch.workspace,
+                action=d.action.value,
+                phase=phase,
+                status=status,
+                request_id=request_id,
+                error=error,
+            )
+        except LedgerError as exc:
+            self.recorder.ledger_unwritable(d, str(exc), phase=phase)
+
+    async def _ledger(self, write: Callable[..., None], **fields: object) -> None:
+        """Run one ledger write off the event loop (an fsync); nothing to do without a ledger."""
+        if self.ledger is not NULL_LEDGER:
+            await asyncio.to_thread(partial(write, **fields))
+
+    def _no_intent(self, d: Decision, exc: LedgerError) -> None:
+        self.recorder.ledger_unwritable(d, str(exc), phase="intent")
+        self.recorder.failed(d, error_type="ledger_unwritable", error=f"not sent: {exc}")
 
     def _api_failed(self, d: Decision, exc: ApiError) -> None:
         self.recorder.failed(
@@ -175,6 +232,9 @@ class Executor:
         except asyncio.CancelledError:
             self.recorder.interrupted(d)
             raise
+        except LedgerError as exc:
+            self._no_intent(d, exc)
+            return
         except ApiError as exc:
             if not _is_refusal(exc):
                 self._api_failed(d, exc)
@@ -216,7 +276,8 @@ class Executor:
     # -- delete --------------------------------------------------------------------------------
 
     async def _delete(self, d: Decision, *, after_cancel: bool = False) -> None:
-        if self.archiver is not None:
+        # Out of REAPER_ARCHIVE_SCOPE: deleted without an archive.
+        if self.archiver is not None and in_scope(d.batch, self.settings.archive_scope):
             saved = await self.archiver.archive(d.batch, self.client)
             if not saved.ok_to_delete:
                 if saved.outcome is Outcome.MISSING:
@@ -234,6 +295,9 @@ class Executor:
         except asyncio.CancelledError:
             self.recorder.interrupted(d)
             raise
+        except LedgerError as exc:
+            self._no_intent(d, exc)
+            return
         except ApiError as exc:
             self._api_failed(d, exc)
             return

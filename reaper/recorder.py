@@ -48,6 +48,8 @@ class Tally:
         self.listing_failures: list[ListingFailure] = []
         self.safety_stops: list[SafetyStop] = []
         self.still_ending = 0
+        # Archive-ahead downloads that failed: results in scope left unarchived this cycle.
+        self.archive_failures = 0
 
     def outcome(self, *, crashed: bool) -> CycleOutcome:
         """Say how the cycle ended: failed, safety stop, partial or success, in that order."""
@@ -55,7 +57,7 @@ class Tally:
             return CycleOutcome.FAILED
         if self.safety_stops:
             return CycleOutcome.SAFETY_STOP
-        if any(o is ActionOutcome.FAILED for (_a, _r, o) in self.counts):
+        if self.archive_failures or any(o is ActionOutcome.FAILED for (_a, _r, o) in self.counts):
             return CycleOutcome.PARTIAL
         return CycleOutcome.SUCCESS
 
@@ -104,6 +106,7 @@ class Recorder:
         self.dry_run = dry_run
         self.redact = redact
         self.progress = progress
+        self._ledger_warned: set[str] = set()
 
     # -- the plan ------------------------------------------------------------------------------
 
@@ -291,6 +294,25 @@ class Recorder:
             exc_info=unexpected,
         )
         self.acted()
+
+    def ledger_unwritable(self, d: Decision, error: str, *, phase: str) -> None:
+        """Say once per workspace and phase that the ledger refused a line (each action counts)."""
+        kind = "intent" if phase == "intent" else "outcome"
+        if kind in self._ledger_warned:
+            return
+        self._ledger_warned.add(kind)
+        log.error(
+            "ledger.unwritable",
+            workspace=self.label,
+            id=d.batch.id,
+            phase=phase,
+            error=self.redact(error),
+            consequence=(
+                "no cancel or delete is sent while its intent cannot be written"
+                if kind == "intent"
+                else "the request was sent; its outcome line is missing from the ledger"
+            ),
+        )
 
     def interrupted(self, d: Decision) -> None:
         """Log an action cut short by shutdown: its request may have reached the API or not."""

@@ -259,6 +259,7 @@ async def test_a_cycle_deletes_only_what_was_archived(
         "msgbatch_a.jsonl.gz",
         "msgbatch_b.json",
         "msgbatch_b.jsonl.gz",
+        "msgbatch_gone.lost",  # its results expired unarchived: counted once, marked
     ]
     for path in files_under(tmp_path):
         if path.suffix == ".json":

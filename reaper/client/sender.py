@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from reaper.client.responses import Redact, error_for, outcome_of
-from reaper.errors import ConnectionFailed
+from reaper.errors import ANSWERED_REQUEST_ID, ConnectionFailed
 from reaper.metrics import Metrics
 from reaper.ratelimit import Pacer
 from reaper.retry import CONNECTION, TIMEOUT, Outcome, retry_wait, server_wait
@@ -97,6 +97,7 @@ class Sender:
                     endpoint, None, "unsupported_protocol", self.redact(str(exc)), batch_id=batch_id
                 ) from exc
             if response is not None and response.is_success:
+                ANSWERED_REQUEST_ID.set(response.headers.get("request-id"))
                 return response
             now = datetime.fromtimestamp(self._wall_clock(), UTC)
             wait = retry_wait(

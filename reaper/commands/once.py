@@ -15,7 +15,8 @@ from datetime import datetime
 
 from reaper.client import BatchClient
 from reaper.commands.wiring import build_archiver, command_settings, run_async, utc_now
-from reaper.cycle import CycleReport, run_cycle
+from reaper.cycle import CycleReport, build_archive_ahead, run_cycle
+from reaper.ledger import open_ledger
 from reaper.metrics import Metrics
 from reaper.progress import Progress, make_progress
 from reaper.settings import Settings
@@ -40,7 +41,16 @@ async def run_once(
     """Run one cycle against the API the settings name, with a client of its own."""
     metrics = metrics if metrics is not None else Metrics()
     archiver = build_archiver(settings, metrics, now)
+    ahead = None if archiver is None else build_archive_ahead(settings, archiver, metrics)
+    ledger = open_ledger(settings.ledger_dir, dry_run=settings.dry_run, clock=now)
     async with BatchClient.from_settings(settings, metrics=metrics) as client:
         return await run_cycle(
-            settings, client, metrics=metrics, now=now, progress=progress, archiver=archiver
+            settings,
+            client,
+            metrics=metrics,
+            now=now,
+            progress=progress,
+            archiver=archiver,
+            ahead=ahead,
+            ledger=ledger,
         )

@@ -15,10 +15,12 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from reaper.archive import Archiver
+from reaper.archive_ahead import ArchiveAhead
 from reaper.client import BatchClient
 from reaper.commands.wiring import build_archiver, command_settings, run_async, utc_now
-from reaper.cycle import CycleClient, CycleReport, run_cycle
+from reaper.cycle import CycleClient, CycleReport, build_archive_ahead, run_cycle
 from reaper.daemon import run_daemon
+from reaper.ledger import Ledger, open_ledger
 from reaper.metrics import Metrics
 from reaper.progress import LogProgress, Progress
 from reaper.server import Health
@@ -68,11 +70,18 @@ def cycle_job(
     now: Callable[[], datetime] = utc_now,
     archiver: Archiver | None = None,
     stop: asyncio.Event | None = None,
+    ledger: Ledger | None = None,
 ) -> Callable[[], Awaitable[str]]:
     """Return the daemon's job: one cycle, its outcome as the label ``reaper_cycles_total`` uses.
 
     ``stop`` is the daemon's stop event: once set, the running cycle starts no new action.
+    The ledger and the archive-ahead are built here once, for every cycle of the daemon.
     """
+    ahead: ArchiveAhead | None = None
+    if archiver is not None:
+        ahead = build_archive_ahead(settings, archiver, metrics)
+    if ledger is None:
+        ledger = open_ledger(settings.ledger_dir, dry_run=settings.dry_run, clock=now)
 
     async def job() -> str:
         report: CycleReport = await run_cycle(
@@ -84,6 +93,8 @@ def cycle_job(
             progress=ReadinessProgress(health, LogProgress()),
             archiver=archiver,
             stop=stop,
+            ledger=ledger,
+            ahead=ahead,
         )
         return report.outcome.value
 
