@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("reaper.executor",),  # act on a plan: cancel, wait, archive, delete
     ("reaper.recorder", "reaper.workers"),  # counts, metrics, log lines; the worker pool
     ("reaper.listing",),  # where pages arrive: listing -> Planner -> plan
+    ("reaper.archive_ahead",),  # every ended batch in scope archived, most urgent first
     (
         "reaper.archive",  # results saved before a delete
         "reaper.ledger",  # what was sent, day by day
