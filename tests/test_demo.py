@@ -9,20 +9,26 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pytest
 
 from reaper.client import BatchClient
-from reaper.commands.demo import (
+from reaper.commands.demo.orchestration import Demo
+from reaper.commands.demo.scenario import (
     CLOCK_STEP,
     PROTECTED_ID,
     WORKSPACES,
-    Demo,
+    Stage,
+    StaleAndProtected,
+    Step,
     demo_settings,
     seed,
 )
-from reaper.cycle import ActionOutcome, CycleOutcome, run_cycle
+from reaper.cycle import run_cycle
 from reaper.emulator.harness import asgi_transport
+from reaper.outcomes import ActionOutcome, CycleOutcome, CycleReport
 from reaper.policy import Action, Rule
 
 CANARY_KEY = "sk-ant-api03-DemoMustNeverUseThisKey0123456789"
@@ -152,3 +158,49 @@ async def test_the_demo_scenario_cancels_deletes_defers_and_spares_the_protected
         assert third.count(Action.CANCEL, ActionOutcome.DONE) >= len(WORKSPACES)
     assert demo.state.find(PROTECTED_ID) is not None
     assert demo.state.counts_by_workspace().keys() == set(WORKSPACES)
+
+
+class Marker(Step):
+    """A step that seeds one batch, sets one variable and says something at every hook."""
+
+    def environ(self, workdir: Path) -> Mapping[str, str]:
+        return {"REAPER_KEEP_LAST": "3"}
+
+    def seed(self, stage: Stage) -> None:
+        stage.state.seed_objects([{"id": "msgbatch_marker", "workspace_id": WORKSPACES[1]}])
+
+    def before_cycle(self, stage: Stage, number: int) -> list[str]:
+        return [f"marker before {number} at {stage.state.now():%H:%M}"]
+
+    def after_cycle(self, stage: Stage, number: int, report: CycleReport) -> list[str]:
+        return [f"marker after {number}: {report.listed} listed"]
+
+    def summary(self, stage: Stage, reports: Sequence[CycleReport]) -> list[str]:
+        return [f"marker summary: {len(reports)} cycles"]
+
+
+@pytest.mark.anyio
+async def test_a_step_added_to_the_story_seeds_sets_and_narrates_at_each_hook(
+    tmp_path: Path,
+) -> None:
+    """The extension point the demo's later parts use: environ, seed, the cycle hooks, summary."""
+    story = [StaleAndProtected(), Marker()]
+    options = {"log_format": "console", "log_level": "error", "workdir": tmp_path, "story": story}
+    live = demo_settings(dry_run=False, **options)
+    assert live.keep_last == 3
+    out = io.StringIO()
+    demo = Demo(demo_settings(dry_run=True, **options), live, out, story=story, workdir=tmp_path)
+    seed(demo.state, story, tmp_path)
+    assert demo.state.find("msgbatch_marker") is not None
+    assert demo.state.find(PROTECTED_ID) is not None
+    async with BatchClient.from_settings(
+        live, metrics=demo.metrics, transport=asgi_transport(demo.state)
+    ) as client:
+        for number in (1, 2):
+            await demo.cycle(client, number)
+    demo.summary(demo.state.counts_by_workspace(), 1.0)
+    text = out.getvalue()
+    assert re.search(r"cycle 1 .*\n\s+marker before 1 at .*\n\s+marker after 1: \d+ listed", text)
+    assert "marker before 2" in text
+    assert "marker summary: 2 cycles" in text
+    assert "Kept: the protected batch" in text

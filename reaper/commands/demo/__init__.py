@@ -1,0 +1,24 @@
+"""``reaper demo``: the daemon's job on an in-process emulator, with nothing to set up.
+
+What a new user sees, in order: the emulator's batches (a realistic mix over 40 days in two
+workspaces), the demo's policy as the environment variables that would set it, the dry-run plan
+as ``reaper plan`` prints it, then the daemon itself (scheduler, metrics server, live cycles)
+while the emulator's clock jumps six hours before each cycle, so that stale batches are canceled
+and deleted and retention catches up with batches as they age. A summary closes it: batches by
+status before and after, the actions, the requests, and lines of the metrics the server answered.
+
+Nothing leaves the process but the metrics server on a free loopback port: the client reaches the
+emulator through an in-process transport, and no ``ANTHROPIC_*`` or ``REAPER_*`` variable is read
+except ``REAPER_LOG_FORMAT`` and ``REAPER_LOG_LEVEL``. The text is for people; with
+``REAPER_LOG_FORMAT=json`` the daemon's log lines take stdout and the text moves to stderr. Files a
+step needs (archive, ledger, holds) go to a temporary folder removed at the end.
+
+The package: ``scenario`` (the policy, the batches, and the ``Step``s that tell each part of the
+story: add one there), ``narration`` (the text, no I/O) and ``orchestration`` (the run itself).
+"""
+
+from __future__ import annotations
+
+from reaper.commands.demo.orchestration import main
+
+__all__ = ["main"]
