@@ -31,17 +31,16 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reaper.emulator import control
+from reaper.emulator import control, injection
 from reaper.emulator.clock import http_date
-from reaper.emulator.errors import RequestRejected, invalid, not_found
-from reaper.emulator.records import ENDED, BatchRecord, format_us, to_us
+from reaper.emulator.errors import RequestRejected, invalid
+from reaper.emulator.records import ENDED, BatchRecord
 from reaper.emulator.results import ABORT, CORRUPT, SHORT, TRUNCATE, result_chunks
 from reaper.emulator.state import EmulatorState
 
 JSON: Final = "application/json"
 JSONL: Final = "application/x-jsonl"
 _LIMIT: Final = re.compile(r"[0-9]{1,7}")
-_ID_ENDPOINTS: Final = frozenset({"retrieve", "cancel", "delete", "results"})
 
 
 def dumps(data: Any) -> bytes:
@@ -156,8 +155,8 @@ class _Api:
             headers["anthropic-workspace-id"] = workspace
             if "anthropic-version" not in request.headers:
                 raise invalid("anthropic-version: header is required")
-            self._rate_limit(headers)
-            self._inject(endpoint, batch_id, workspace)
+            injection.rate_limit(state, headers)
+            injection.inject(state, endpoint, batch_id, workspace)
             origin = f"{request.url.scheme}://{request.url.netloc}"
             response = operation(request, workspace, origin)
         except RequestRejected as exc:
@@ -185,69 +184,6 @@ class _Api:
             raise RequestRejected(401, "authentication_error", "x-api-key header is required")
         if not hmac.compare_digest(given.encode(), key.encode()):
             raise RequestRejected(401, "authentication_error", "invalid x-api-key")
-
-    def _rate_limit(self, headers: dict[str, str]) -> None:
-        state = self.state
-        verdict = state.take_token()
-        if verdict is None:
-            return
-        allowed, remaining, full_seconds, retry_after = verdict
-        headers["anthropic-ratelimit-requests-limit"] = str(state.faults.rate_limit_rpm)
-        headers["anthropic-ratelimit-requests-remaining"] = str(remaining)
-        reset = state.now() + timedelta(seconds=full_seconds)
-        headers["anthropic-ratelimit-requests-reset"] = format_us(to_us(reset))[:-8] + "Z"
-        if allowed:
-            return
-        extra = self._retry_hint()
-        if state.faults.rate_limit_retry_after:
-            extra["retry-after"] = str(retry_after)
-        raise RequestRejected(
-            429,
-            "rate_limit_error",
-            "Number of request tokens has exceeded your per-minute rate limit "
-            f"({state.faults.rate_limit_rpm} requests per minute). Please retry later.",
-            headers=extra,
-        )
-
-    def _retry_hint(self) -> dict[str, str]:
-        should_retry = self.state.faults.should_retry
-        return {} if should_retry is None else {"x-should-retry": str(should_retry).lower()}
-
-    def _inject(self, endpoint: str, batch_id: str | None, workspace: str) -> None:
-        state = self.state
-        faults = state.faults
-        if state.roll(faults.error_rate, endpoint):
-            if state.pick(faults.overloaded_share):
-                raise RequestRejected(
-                    529, "overloaded_error", "Overloaded", headers=self._retry_hint()
-                )
-            raise RequestRejected(
-                500, "api_error", "Internal server error", headers=self._retry_hint()
-            )
-        if state.roll(faults.throttle_rate, endpoint):
-            raise RequestRejected(
-                429,
-                "rate_limit_error",
-                "Your request rate is increasing too quickly; ramp up gradually.",
-                headers=self._retry_hint(),
-                error_code=faults.throttle_error_code,
-            )
-        if batch_id is None or endpoint not in _ID_ENDPOINTS:
-            return
-        if batch_id in faults.not_found_ids and state.roll(1.0):
-            raise not_found(batch_id)
-        if state.roll(faults.not_found_rate, endpoint):
-            raise not_found(batch_id)
-        if faults.not_found_young_seconds:
-            record = state.find(batch_id)
-            young = to_us(state.now()) - int(faults.not_found_young_seconds * 1_000_000)
-            if (
-                record is not None
-                and record.workspace == workspace
-                and record.created > young
-                and state.roll(1.0)
-            ):
-                raise not_found(batch_id)
 
     @staticmethod
     def _error(exc: RequestRejected, request_id: str) -> Response:
@@ -327,10 +263,12 @@ class _Api:
             raise invalid(f"limit: Input should be an integer from 1 to 1000, got {raw_limit!r}")
         after_id = query.get("after_id") or None
         page = self.state.page(workspace, limit, after_id, query.get("before_id") or None)
-        records, has_more = self._repeat_rows(page.records, page.has_more, after_id, limit)
+        records, has_more = injection.repeat_rows(
+            self.state, page.records, page.has_more, after_id, limit
+        )
         now = self.state.now_us()
         data = [record.render(now, origin) for record in records]
-        self._damage_batches(data)
+        injection.damage_batches(self.state, data)
         body = dumps(
             {
                 "data": data,
@@ -339,48 +277,7 @@ class _Api:
                 "last_id": data[-1]["id"] if data else None,
             }
         )
-        state = self.state
-        if state.roll(state.faults.malformed_list_rate, "list"):
-            body = body[: len(body) // 2] + b"}}<!-- upstream connection reset -->"
-        elif state.roll(state.faults.truncated_list_rate, "list"):
-            body = body[: len(body) // 2]
-        return Response(body, media_type=JSON)
-
-    def _repeat_rows(
-        self, records: list[BatchRecord], has_more: bool, after_id: str | None, limit: int
-    ) -> tuple[list[BatchRecord], bool]:
-        """Apply the repeated-row faults; the page stays within ``limit`` and hides no batch."""
-        state = self.state
-        faults = state.faults
-        anchor = None
-        if (
-            after_id is not None
-            and limit >= 2
-            and state.roll(faults.list_repeat_previous_rate, "list")
-        ):
-            anchor = state.find(after_id)  # exists: the page's cursor was checked
-        if anchor is not None:
-            kept = records[: limit - 1]
-            return [anchor, *kept], has_more or len(kept) < len(records)
-        if len(records) >= 2 and state.roll(faults.list_repeat_row_rate, "list"):
-            kept = records[: limit - 1]
-            middle = (len(kept) - 1) // 2
-            return [*kept[: middle + 1], kept[middle], *kept[middle + 1 :]], (
-                has_more or len(kept) < len(records)
-            )
-        return records, has_more
-
-    def _damage_batches(self, data: list[dict[str, Any]]) -> None:
-        state = self.state
-        faults = state.faults
-        if not (faults.unknown_status_rate or faults.missing_fields_rate):
-            return
-        for batch in data:
-            if state.roll(faults.unknown_status_rate, "list"):
-                batch["processing_status"] = faults.unknown_status
-            if state.roll(faults.missing_fields_rate, "list"):
-                for name in faults.missing_fields:
-                    batch.pop(name, None)
+        return Response(injection.damage_body(self.state, body), media_type=JSON)
 
     def _results(self, request: Request, workspace: str, origin: str) -> Response:
         batch_id = request.path_params["batch_id"]

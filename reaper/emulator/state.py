@@ -1,13 +1,8 @@
-"""The emulator's store: batches by workspace, their clock-driven lifecycle, the fault switches.
+"""The emulator's state: the API's operations, the lifecycle they trigger, seeding, the faults.
 
-Its clock (``clock``), request counters (``stats``) and create validation (``validation``) live in
-modules of their own; this module holds the batches and the operations on them.
-
-Each workspace keeps its batches in a ``SortedKeyList`` ordered by (-created_at, id), the listing
-order, beside one dict id -> record for the whole store; so retrieve, delete and any list page cost
-O(log n) with a million batches. The lifecycle is lazy: a batch is brought up to date (ended,
-expired, archived) only when it is read, so a million batches cost nothing per clock tick; none of
-its changes alters the sort key.
+The batches and the clock live in ``BatchStore`` (``reaper.emulator.store``), which this extends;
+the request counters (``stats``), create validation (``validation``) and the API's refusals
+(``errors``) are modules of their own.
 
 Every method is thread-safe (one lock): tests may poke the state directly while a uvicorn thread
 serves it. Operations of the API raise ``RequestRejected`` carrying the status and error type the
@@ -17,21 +12,15 @@ API would answer with.
 from __future__ import annotations
 
 import dataclasses
-import operator
 import random
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from sortedcontainers import SortedKeyList
-
 from reaper.emulator import seed as seeding
-from reaper.emulator.clock import Clock, EmulatorClock, system_clock
+from reaper.emulator.clock import Clock, system_clock
 from reaper.emulator.errors import RequestRejected, invalid, not_found
 from reaper.emulator.faults import Faults, TokenBucket
 from reaper.emulator.records import (
@@ -45,6 +34,7 @@ from reaper.emulator.records import (
     to_us,
 )
 from reaper.emulator.stats import RequestStats
+from reaper.emulator.store import BatchStore
 from reaper.emulator.validation import validate_create
 
 # A realistic-looking id for the key's own workspace (real ones: wrkspc_ + 24 characters).
@@ -52,16 +42,12 @@ DEFAULT_WORKSPACE: Final = "wrkspc_011CEmulatorDefault00001"
 DEFAULT_ORGANIZATION: Final = "5f0c3a7e-1d2b-4e8f-9a6c-7b1e2d3f4a50"
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One list page: the batches (newest first) and whether more lie in the requested direction."""
+class EmulatorState(BatchStore):
+    """All batches, the clock, the fault configuration and the request counters of one emulator.
 
-    records: list[BatchRecord]
-    has_more: bool
-
-
-class EmulatorState:
-    """All batches, the clock, the fault configuration and the request counters of one emulator."""
+    The store and the clock (``BatchStore``) carry listing, lookup and inspection; this class adds
+    the API's operations, the lifecycle they trigger, seeding and the fault switches.
+    """
 
     def __init__(
         self,
@@ -80,7 +66,7 @@ class EmulatorState:
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.clock = EmulatorClock(clock)
+        super().__init__(clock)
         self.api_key = api_key
         self.cancel_seconds = cancel_seconds
         self.processing_seconds = processing_seconds
@@ -93,9 +79,6 @@ class EmulatorState:
         self.rng = rng if rng is not None else random.Random()
         self._fault_rng = random.Random(self.rng.random())
         self._monotonic = monotonic
-        self._lock = threading.RLock()
-        self._by_id: dict[str, BatchRecord] = {}
-        self._lists: dict[str, SortedKeyList] = {}
         self.stats = RequestStats()
         self.faults_injected = 0
         self._bucket: TokenBucket | None = None
@@ -109,24 +92,6 @@ class EmulatorState:
         )
         self._faults = base
         self.faults = base  # through the setter: builds the token bucket
-
-    # -- clock ------------------------------------------------------------------------------
-
-    def now(self) -> datetime:
-        """Return the emulator's current time (the clock plus any control-surface offset)."""
-        return self.clock()
-
-    def now_us(self) -> int:
-        """Return the emulator's current time in microseconds since the epoch."""
-        return to_us(self.now())
-
-    def advance(self, seconds: float) -> datetime:
-        """Move the emulator's time forward (an offset over the clock); return the new time."""
-        return self.clock.advance(seconds)
-
-    def set_time(self, when: datetime) -> datetime:
-        """Make the emulator's time read ``when`` from now on (an offset over the clock)."""
-        return self.clock.set(when)
 
     # -- faults -----------------------------------------------------------------------------
 
@@ -247,21 +212,6 @@ class EmulatorState:
             return True
         return self.roll(faults.cancel_race_rate, "cancel")
 
-    def neighbour(self, workspace: str, batch_id: str) -> BatchRecord | None:
-        """Return the batch listed just after ``batch_id`` (else just before); None if alone."""
-        with self._lock:
-            record = self._by_id.get(batch_id)
-            batches = self._lists.get(workspace)
-            if record is None or record.workspace != workspace or batches is None:
-                return None
-            index = batches.bisect_key_left(record.key)
-            for other in (index + 1, index - 1):
-                if 0 <= other < len(batches):
-                    found: BatchRecord = batches[other]
-                    found.settle(self.now_us())
-                    return found
-            return None
-
     def delete(self, workspace: str, batch_id: str) -> None:
         """Delete an ended batch; refuse one still processing (400, or 409 in conflict mode)."""
         with self._lock:
@@ -277,54 +227,7 @@ class EmulatorState:
             del self._by_id[batch_id]
             self._lists[workspace].remove(record)
 
-    def page(self, workspace: str, limit: int, after_id: str | None, before_id: str | None) -> Page:
-        """Return one list page, newest first, in O(log n + limit)."""
-        if after_id is not None and before_id is not None:
-            raise invalid("Only one of after_id and before_id may be given.")
-        with self._lock:
-            # Not _sorted(): a list in a workspace nobody used must not create an entry for it.
-            batches = self._lists.get(workspace) or _EMPTY
-            if before_id is not None:
-                stop = batches.bisect_key_left(self._cursor(workspace, "before_id", before_id))
-                start = max(0, stop - limit)
-                has_more = start > 0
-            else:
-                start = (
-                    0
-                    if after_id is None
-                    else batches.bisect_key_right(self._cursor(workspace, "after_id", after_id))
-                )
-                stop = min(len(batches), start + limit)
-                has_more = stop < len(batches)
-            records: list[BatchRecord] = list(batches.islice(start, stop))
-            now = self.now_us()
-            for record in records:
-                record.settle(now)
-            return Page(records, has_more)
-
-    def _cursor(self, workspace: str, name: str, batch_id: str) -> tuple[int, str]:
-        # An unknown or deleted cursor is refused: the real behaviour is undocumented (SPEC 6).
-        anchor = self._by_id.get(batch_id)
-        if anchor is None or anchor.workspace != workspace:
-            raise invalid(f"{name}: no message batch with id {batch_id!r} in this workspace.")
-        return anchor.key
-
     # -- seeding ----------------------------------------------------------------------------
-
-    def add(self, records: Iterable[BatchRecord]) -> int:
-        """Store ready-made records (ids must be new); return how many were added."""
-        with self._lock:
-            by_workspace: dict[str, list[BatchRecord]] = {}
-            added = 0
-            for record in records:
-                if record.id in self._by_id:
-                    raise ValueError(f"batch id {record.id} already exists")
-                self._by_id[record.id] = record
-                by_workspace.setdefault(record.workspace, []).append(record)
-                added += 1
-            for workspace, new in by_workspace.items():
-                self._sorted(workspace).update(new)
-            return added
 
     def seed_objects(self, objects: Iterable[Mapping[str, Any]]) -> list[str]:
         """Store API-shaped batch objects (see ``reaper.emulator.seed``); return their ids."""
@@ -379,48 +282,6 @@ class EmulatorState:
             taken=self._by_id,
         )
 
-    # -- inspection -------------------------------------------------------------------------
-
-    def find(self, batch_id: str) -> BatchRecord | None:
-        """Return any batch by id, whatever its workspace, brought up to date (None: no such)."""
-        with self._lock:
-            record = self._by_id.get(batch_id)
-            if record is not None:
-                record.settle(self.now_us())
-            return record
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-    def iter_records(self, workspace: str | None = None) -> Iterator[BatchRecord]:
-        """Yield the batches (of one workspace, or all), newest first per workspace, up to date.
-
-        Iterates over a snapshot, so the store may change meanwhile.
-        """
-        with self._lock:
-            now = self.now_us()
-            names = [workspace] if workspace is not None else sorted(self._lists)
-            snapshot = [r for name in names for r in self._lists.get(name, ())]
-        for record in snapshot:
-            record.settle(now)
-            yield record
-
-    def counts(self, workspace: str | None = None) -> dict[str, int]:
-        """Count batches by processing status (one workspace or all)."""
-        counter: Counter[str] = Counter(r.status for r in self.iter_records(workspace))
-        return dict(sorted(counter.items()))
-
-    def counts_by_workspace(self) -> dict[str, dict[str, int]]:
-        """Count batches by workspace and processing status."""
-        with self._lock:
-            names = sorted(self._lists)
-        return {name: self.counts(name) for name in names}
-
-    def archived_count(self, workspace: str | None = None) -> int:
-        """Count ended batches whose results are gone (past 29 days)."""
-        now = self.now_us()
-        return sum(1 for r in self.iter_records(workspace) if r.is_archived(now))
-
     def reset(self) -> None:
         """Forget every batch, counter, fault and clock offset."""
         with self._lock:
@@ -429,22 +290,6 @@ class EmulatorState:
             self.stats = RequestStats()
             self.clock.reset()
             self.faults = Faults()
-
-    def _sorted(self, workspace: str) -> SortedKeyList:
-        batches = self._lists.get(workspace)
-        if batches is None:
-            batches = self._lists[workspace] = SortedKeyList(key=_sort_key)
-        return batches
-
-    def _insert(self, record: BatchRecord) -> None:
-        self._by_id[record.id] = record
-        self._sorted(record.workspace).add(record)
-
-
-_EMPTY: Final = SortedKeyList()
-
-# C-level, so sorting a million seeds does not call a Python function two million times.
-_sort_key = operator.attrgetter("key")
 
 
 def _check_unique(records: list[BatchRecord]) -> None:
@@ -459,5 +304,4 @@ __all__ = [
     "DEFAULT_ORGANIZATION",
     "DEFAULT_WORKSPACE",
     "EmulatorState",
-    "Page",
 ]
