@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reaper.metrics import Metrics
+from tests.helpers import Clock
 
 
 @pytest.fixture
@@ -17,3 +18,9 @@ def anyio_backend() -> str:
 def metrics() -> Metrics:
     """Give each test a fresh registry so counts never leak between tests."""
     return Metrics()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """Give each test a fresh manual clock (tests.helpers.Clock) at T0."""
+    return Clock()

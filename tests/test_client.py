@@ -23,35 +23,14 @@ from reaper.client import (
 )
 from reaper.metrics import Metrics
 from reaper.models import Batch, RequestCounts
+from tests.helpers import Clock
 
 CANARY = "sk-ant-api03-CANARY-do-not-leak-0123456789abcdef"
 BASE = "https://api.example.test"
+WALL_START = datetime(2026, 1, 1, tzinfo=UTC)
 LATENCY = 0.05  # fake seconds each request takes, so pacing at 6000 rpm never sleeps
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
-
-
-class FakeClock:
-    """Monotonic and wall time that move only when something sleeps or a request is answered."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.wall = 1_767_225_600.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall_clock(self) -> float:
-        return self.wall
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        self.wall += seconds
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)
 
 
 def batch_json(batch_id: str, status: str = "ended", **extra: Any) -> dict[str, Any]:
@@ -101,7 +80,7 @@ def error_response(
 class Fake:
     """A scripted API: answers come from a queue (or a function); every request is recorded."""
 
-    def __init__(self, clock: FakeClock, *answers: httpx.Response | Exception) -> None:
+    def __init__(self, clock: Clock, *answers: httpx.Response | Exception) -> None:
         self.clock = clock
         self.answers = list(answers)
         self.requests: list[httpx.Request] = []
@@ -119,13 +98,13 @@ class Fake:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Clock:
+    return Clock(WALL_START)
 
 
 def make_client(
     fake: Callable[[httpx.Request], Awaitable[httpx.Response]],
-    clock: FakeClock,
+    clock: Clock,
     metrics: Metrics | None = None,
     **options: Any,
 ) -> BatchClient:
@@ -153,7 +132,7 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
 
 
 @pytest.mark.anyio
-async def test_every_request_carries_key_version_agent_and_workspace(clock: FakeClock) -> None:
+async def test_every_request_carries_key_version_agent_and_workspace(clock: Clock) -> None:
     """x-api-key, anthropic-version, our user-agent; the workspace header only when given."""
     fake = Fake(
         clock,
@@ -173,7 +152,7 @@ async def test_every_request_carries_key_version_agent_and_workspace(clock: Fake
 
 
 @pytest.mark.anyio
-async def test_retrieve_cancel_delete_use_the_documented_routes(clock: FakeClock) -> None:
+async def test_retrieve_cancel_delete_use_the_documented_routes(clock: Clock) -> None:
     """GET /{id}, POST /{id}/cancel and DELETE /{id}; cancel returns the batch, delete nothing."""
     fake = Fake(
         clock,
@@ -201,7 +180,7 @@ async def test_retrieve_cancel_delete_use_the_documented_routes(clock: FakeClock
 
 
 @pytest.mark.anyio
-async def test_an_odd_batch_id_cannot_address_another_path(clock: FakeClock) -> None:
+async def test_an_odd_batch_id_cannot_address_another_path(clock: Clock) -> None:
     """The id is one quoted path segment: '../x?y' stays inside /v1/messages/batches/."""
     fake = Fake(clock, httpx.Response(200, json=batch_json("../x?y")))
     async with make_client(fake, clock) as client:
@@ -225,7 +204,7 @@ def page(ids: list[str], has_more: bool) -> httpx.Response:
 
 
 @pytest.mark.anyio
-async def test_list_pages_follows_last_id_until_has_more_is_false(clock: FakeClock) -> None:
+async def test_list_pages_follows_last_id_until_has_more_is_false(clock: Clock) -> None:
     """Three pages at the page size, each asked with after_id = the previous page's last_id."""
     fake = Fake(clock, page(["c", "b"], True), page(["a", "z"], True), page(["y"], False))
     async with make_client(fake, clock, page_size=2) as client:
@@ -242,7 +221,7 @@ async def test_list_pages_follows_last_id_until_has_more_is_false(clock: FakeClo
 
 
 @pytest.mark.anyio
-async def test_an_empty_listing_is_one_empty_page(clock: FakeClock) -> None:
+async def test_an_empty_listing_is_one_empty_page(clock: Clock) -> None:
     """No batches: one request, one empty page."""
     fake = Fake(clock, page([], False))
     async with make_client(fake, clock) as client:
@@ -266,7 +245,7 @@ async def test_an_empty_listing_is_one_empty_page(clock: FakeClock) -> None:
     ],
 )
 @pytest.mark.anyio
-async def test_a_malformed_page_fails_the_listing(clock: FakeClock, body: bytes, why: str) -> None:
+async def test_a_malformed_page_fails_the_listing(clock: Clock, body: bytes, why: str) -> None:
     """Fail closed: a page that is not a valid envelope of valid batches raises ApiError."""
     fake = Fake(clock, httpx.Response(200, content=body, headers={"request-id": "req_page"}))
     async with make_client(fake, clock) as client:
@@ -280,7 +259,7 @@ async def test_a_malformed_page_fails_the_listing(clock: FakeClock, body: bytes,
 
 
 @pytest.mark.anyio
-async def test_a_cursor_that_repeats_stops_the_listing(clock: FakeClock) -> None:
+async def test_a_cursor_that_repeats_stops_the_listing(clock: Clock) -> None:
     """A server stuck on one cursor (the litellm bug) is an error, not an endless loop."""
     fake = Fake(clock, page(["b", "a"], True), page(["c", "a"], True))
     async with make_client(fake, clock, page_size=2) as client:
@@ -311,7 +290,7 @@ def dated_page(batches: list[tuple[str, str]], has_more: bool) -> httpx.Response
 )
 @pytest.mark.anyio
 async def test_a_page_that_overlaps_the_previous_one_fails_the_listing(
-    clock: FakeClock, second: list[tuple[str, str]]
+    clock: Clock, second: list[tuple[str, str]]
 ) -> None:
     """A server that does not honour after_id would double-count batches: fail closed."""
     fake = Fake(clock, dated_page([("c", "09"), ("b", "08")], True), dated_page(second, False))
@@ -322,7 +301,7 @@ async def test_a_page_that_overlaps_the_previous_one_fails_the_listing(
 
 
 @pytest.mark.anyio
-async def test_last_id_must_name_the_last_batch(clock: FakeClock) -> None:
+async def test_last_id_must_name_the_last_batch(clock: Clock) -> None:
     """A last_id that is not the page's last batch is a malformed page."""
     body = {"data": [batch_json("b"), batch_json("a")], "has_more": True, "last_id": "b"}
     fake = Fake(clock, httpx.Response(200, json=body))
@@ -333,7 +312,7 @@ async def test_last_id_must_name_the_last_batch(clock: FakeClock) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_page_that_keeps_failing_fails_the_listing(clock: FakeClock) -> None:
+async def test_a_page_that_keeps_failing_fails_the_listing(clock: Clock) -> None:
     """After the retries the first page's 500 surfaces; nothing was yielded."""
     fake = Fake(clock)
     fake.respond = lambda _: error_response(500, "api_error")
@@ -357,7 +336,7 @@ async def test_a_page_that_keeps_failing_fails_the_listing(clock: FakeClock) -> 
 
 @pytest.mark.anyio
 async def test_delete_of_a_missing_batch_raises_not_found_at_once(
-    clock: FakeClock, metrics: Metrics
+    clock: Clock, metrics: Metrics
 ) -> None:
     """404 is final: one attempt, NotFoundError with the status, type and request id."""
     fake = Fake(
@@ -380,7 +359,7 @@ async def test_delete_of_a_missing_batch_raises_not_found_at_once(
 
 
 @pytest.mark.anyio
-async def test_a_refused_delete_is_an_invalid_request_and_not_retried(clock: FakeClock) -> None:
+async def test_a_refused_delete_is_an_invalid_request_and_not_retried(clock: Clock) -> None:
     """400 (deleting an unfinished batch) is final."""
     fake = Fake(clock, error_response(400, "invalid_request_error", "not ended"))
     async with make_client(fake, clock) as client:
@@ -391,7 +370,7 @@ async def test_a_refused_delete_is_an_invalid_request_and_not_retried(clock: Fak
 
 @pytest.mark.anyio
 async def test_the_request_id_comes_from_the_body_when_the_header_is_missing(
-    clock: FakeClock,
+    clock: Clock,
 ) -> None:
     """request_id in the error envelope stands in for a missing request-id header."""
     fake = Fake(
@@ -407,7 +386,7 @@ async def test_the_request_id_comes_from_the_body_when_the_header_is_missing(
 
 
 @pytest.mark.anyio
-async def test_a_non_json_error_body_still_gives_a_readable_error(clock: FakeClock) -> None:
+async def test_a_non_json_error_body_still_gives_a_readable_error(clock: Clock) -> None:
     """An HTML 413 from a proxy: status, a default type and the start of the body."""
     fake = Fake(clock, httpx.Response(413, text="<html>Request Entity Too Large</html>"))
     async with make_client(fake, clock) as client:
@@ -420,7 +399,7 @@ async def test_a_non_json_error_body_still_gives_a_readable_error(clock: FakeClo
 
 
 @pytest.mark.anyio
-async def test_the_key_never_appears_in_errors_or_logs(clock: FakeClock) -> None:
+async def test_the_key_never_appears_in_errors_or_logs(clock: Clock) -> None:
     """A server that echoes the key in its messages: str, repr, args and logs stay clean."""
 
     def echo_key(request: httpx.Request) -> httpx.Response:
@@ -444,7 +423,7 @@ async def test_the_key_never_appears_in_errors_or_logs(clock: FakeClock) -> None
 
 @pytest.mark.anyio
 async def test_a_connection_error_is_retried_then_reported_without_status(
-    clock: FakeClock, metrics: Metrics
+    clock: Clock, metrics: Metrics
 ) -> None:
     """ConnectError is retried; if it persists, ConnectionFailed with status None."""
     fake = Fake(clock)
@@ -471,7 +450,7 @@ async def test_a_connection_error_is_retried_then_reported_without_status(
 
 @pytest.mark.anyio
 async def test_a_500_then_success_is_one_retry_after_the_backoff(
-    clock: FakeClock, metrics: Metrics
+    clock: Clock, metrics: Metrics
 ) -> None:
     """The second attempt succeeds after 0.5 s; metrics count both attempts and one retry."""
     fake = Fake(clock, error_response(500, "api_error"), httpx.Response(200, json=batch_json("b1")))
@@ -479,7 +458,7 @@ async def test_a_500_then_success_is_one_retry_after_the_backoff(
         with capture_logs() as logs:
             batch = await client.retrieve("b1", None)
     assert batch.id == "b1"
-    assert clock.sleeps == [0.5]
+    assert clock.slept == [0.5]
     assert client.requests_made["retrieve"] == 2
     assert sample(metrics, "reaper_api_requests_total", endpoint="retrieve", code="500") == 1
     assert sample(metrics, "reaper_api_requests_total", endpoint="retrieve", code="200") == 1
@@ -501,7 +480,7 @@ async def test_a_500_then_success_is_one_retry_after_the_backoff(
 
 
 @pytest.mark.anyio
-async def test_backoff_doubles_across_retries(clock: FakeClock) -> None:
+async def test_backoff_doubles_across_retries(clock: Clock) -> None:
     """529, 503, 502, 408 without retry-after wait 0.5, 1, 2, 4 s."""
     fake = Fake(
         clock,
@@ -513,7 +492,7 @@ async def test_backoff_doubles_across_retries(clock: FakeClock) -> None:
     )
     async with make_client(fake, clock) as client:
         await client.retrieve("b1", None)
-    assert clock.sleeps == [0.5, 1.0, 2.0, 4.0]
+    assert clock.slept == [0.5, 1.0, 2.0, 4.0]
 
 
 @pytest.mark.parametrize(
@@ -528,7 +507,7 @@ async def test_backoff_doubles_across_retries(clock: FakeClock) -> None:
 )
 @pytest.mark.anyio
 async def test_a_429_waits_what_the_server_asks(
-    clock: FakeClock, headers: dict[str, str], wait: float
+    clock: Clock, headers: dict[str, str], wait: float
 ) -> None:
     """retry-after-ms, then retry-after, capped at 60 s; otherwise the backoff."""
     fake = Fake(
@@ -538,11 +517,11 @@ async def test_a_429_waits_what_the_server_asks(
     )
     async with make_client(fake, clock) as client:
         await client.retrieve("b1", None)
-    assert clock.sleeps == [pytest.approx(wait)]
+    assert clock.slept == [pytest.approx(wait)]
 
 
 @pytest.mark.anyio
-async def test_x_should_retry_false_makes_exactly_one_attempt(clock: FakeClock) -> None:
+async def test_x_should_retry_false_makes_exactly_one_attempt(clock: Clock) -> None:
     """A 500 the server marks x-should-retry: false is final."""
     fake = Fake(clock, error_response(500, "api_error", headers={"x-should-retry": "false"}))
     async with make_client(fake, clock) as client:
@@ -550,11 +529,11 @@ async def test_x_should_retry_false_makes_exactly_one_attempt(clock: FakeClock) 
             await client.delete("b1", None)
     assert caught.value.status == 500
     assert len(fake.requests) == 1
-    assert clock.sleeps == []
+    assert clock.slept == []
 
 
 @pytest.mark.anyio
-async def test_x_should_retry_true_retries_a_404(clock: FakeClock) -> None:
+async def test_x_should_retry_true_retries_a_404(clock: Clock) -> None:
     """The server's override works the other way too."""
     fake = Fake(
         clock,
@@ -567,7 +546,7 @@ async def test_x_should_retry_true_retries_a_404(clock: FakeClock) -> None:
 
 
 @pytest.mark.anyio
-async def test_the_spend_cap_429_is_not_retried(clock: FakeClock) -> None:
+async def test_the_spend_cap_429_is_not_retried(clock: Clock) -> None:
     """enforced_spend_limit_reached keeps failing until the month ends: one attempt."""
     fake = Fake(
         clock,
@@ -584,7 +563,7 @@ async def test_the_spend_cap_429_is_not_retried(clock: FakeClock) -> None:
 @pytest.mark.parametrize("max_retries", [0, 1, 3])
 @pytest.mark.anyio
 async def test_at_most_max_retries_retries(
-    clock: FakeClock, metrics: Metrics, max_retries: int
+    clock: Clock, metrics: Metrics, max_retries: int
 ) -> None:
     """An endless 529 makes max_retries + 1 attempts and then raises it."""
     fake = Fake(clock)
@@ -600,9 +579,7 @@ async def test_at_most_max_retries_retries(
 
 
 @pytest.mark.anyio
-async def test_a_timeout_is_retried_and_counted_as_error(
-    clock: FakeClock, metrics: Metrics
-) -> None:
+async def test_a_timeout_is_retried_and_counted_as_error(clock: Clock, metrics: Metrics) -> None:
     """ReadTimeout, then success: code "error" once, a "timeout" retry."""
     fake = Fake(clock, httpx.ReadTimeout("timed out"), httpx.Response(200, json=batch_json("b1")))
     async with make_client(fake, clock, metrics) as client:
@@ -615,18 +592,18 @@ async def test_a_timeout_is_retried_and_counted_as_error(
 
 
 @pytest.mark.anyio
-async def test_requests_are_paced_at_max_rpm(clock: FakeClock) -> None:
+async def test_requests_are_paced_at_max_rpm(clock: Clock) -> None:
     """At 60 rpm, back-to-back calls start one second apart (minus the fake latency)."""
     fake = Fake(clock)
     fake.respond = lambda r: httpx.Response(200, json=batch_json("b1"))
     async with make_client(fake, clock, max_rpm=60) as client:
         for _ in range(4):
             await client.retrieve("b1", None)
-    assert clock.sleeps == pytest.approx([1 - LATENCY] * 3)
+    assert clock.slept == pytest.approx([1 - LATENCY] * 3)
 
 
 @pytest.mark.anyio
-async def test_a_429_slows_everyone_down_and_holds_them(clock: FakeClock) -> None:
+async def test_a_429_slows_everyone_down_and_holds_them(clock: Clock) -> None:
     """After a 429 with retry-after 3 the pace halves and no request starts within 3 s."""
     fake = Fake(
         clock,
@@ -636,7 +613,7 @@ async def test_a_429_slows_everyone_down_and_holds_them(clock: FakeClock) -> Non
     async with make_client(fake, clock, max_rpm=600) as client:
         await client.retrieve("b1", None)
         assert client.pacer.rate_rpm == pytest.approx(300 * 1.05)  # cut, then one success
-    assert clock.sleeps == [3.0]
+    assert clock.slept == [3.0]
 
 
 @pytest.mark.anyio
@@ -708,7 +685,7 @@ def results_batch(url: str | None) -> Batch:
     "url", [f"{BASE}/v1/messages/batches/b1/results", "/v1/messages/batches/b1/results"]
 )
 @pytest.mark.anyio
-async def test_stream_results_yields_the_body(clock: FakeClock, url: str) -> None:
+async def test_stream_results_yields_the_body(clock: Clock, url: str) -> None:
     """Absolute or relative results_url; the bytes arrive as sent; workspace header sent."""
     body = b'{"custom_id": "a"}\n{"custom_id": "b"}\n'
     fake = Fake(clock, error_response(500, "api_error"), httpx.Response(200, content=body))
@@ -726,7 +703,7 @@ async def test_stream_results_yields_the_body(clock: FakeClock, url: str) -> Non
 
 
 @pytest.mark.anyio
-async def test_missing_results_raise_not_found(clock: FakeClock) -> None:
+async def test_missing_results_raise_not_found(clock: Clock) -> None:
     """404 on the results URL, or no results_url at all, is NotFoundError."""
     fake = Fake(clock, error_response(404, "not_found_error"))
     async with make_client(fake, clock, concurrency=1) as client:
@@ -745,7 +722,7 @@ async def test_missing_results_raise_not_found(clock: FakeClock) -> None:
 
 
 @pytest.mark.anyio
-async def test_from_settings_reads_the_client_fields(clock: FakeClock) -> None:
+async def test_from_settings_reads_the_client_fields(clock: Clock) -> None:
     """from_settings takes key, URL, page size, timeout, retries, rpm and concurrency."""
     settings = SimpleNamespace(
         base_url=BASE,
@@ -768,7 +745,7 @@ async def test_from_settings_reads_the_client_fields(clock: FakeClock) -> None:
 
 
 @pytest.mark.anyio
-async def test_without_a_key_no_auth_header_is_sent(clock: FakeClock) -> None:
+async def test_without_a_key_no_auth_header_is_sent(clock: Clock) -> None:
     """The demo's emulator needs no key; none is invented."""
     fake = Fake(clock, httpx.Response(200, json=batch_json("b1")))
     async with make_client(fake, clock, api_key=None) as client:
@@ -811,7 +788,7 @@ class BreakingStream(httpx.AsyncByteStream):
 
 
 @pytest.mark.anyio
-async def test_a_stream_that_breaks_raises_connection_failed(clock: FakeClock) -> None:
+async def test_a_stream_that_breaks_raises_connection_failed(clock: Clock) -> None:
     """Mid-body failures are not retried; they surface as ConnectionFailed with the request id."""
     fake = Fake(
         clock, httpx.Response(200, stream=BreakingStream(), headers={"request-id": "req_res"})
@@ -835,7 +812,7 @@ async def test_a_stream_that_breaks_raises_connection_failed(clock: FakeClock) -
 
 
 @pytest.mark.anyio
-async def test_the_results_body_carries_the_request_id(clock: FakeClock) -> None:
+async def test_the_results_body_carries_the_request_id(clock: Clock) -> None:
     """The archive records the request id of the download it stored."""
     fake = Fake(clock, httpx.Response(200, content=b"{}\n", headers={"request-id": "req_res"}))
     async with (

@@ -22,26 +22,11 @@ from reaper.emulator.harness import new_state, running_emulator
 from reaper.emulator.state import EmulatorState
 from reaper.metrics import Metrics
 from reaper.models import format_time
+from tests.helpers import Clock
 
 KEY = "sk-ant-api03-emulator-test-key-0000000000"
 WORKSPACE_A = "wrkspc_aaaaaaaaaaaaaaaaaaaaaaaa"
 WORKSPACE_B = "wrkspc_bbbbbbbbbbbbbbbbbbbbbbbb"
-
-
-class FakeMonotonic:
-    """A monotonic clock shared by the client's pacer and the emulator's token bucket."""
-
-    def __init__(self) -> None:
-        self.now = 5000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -187,7 +172,7 @@ async def test_injected_500s_and_529s_are_retried_through(
 @pytest.mark.anyio
 async def test_a_429_is_waited_out_and_the_limit_learned() -> None:
     """Bucket empty: one 429, its retry-after slept; then the pace follows the advertised limit."""
-    clock = FakeMonotonic()
+    clock = Clock(monotonic_start=5000.0)  # shared by the pacer and the token bucket
     state = new_state(api_key=KEY, rate_limit_rpm=6, monotonic=clock)
     for _ in range(6):
         state.take_token()  # someone else spent the budget
@@ -198,10 +183,10 @@ async def test_a_429_is_waited_out_and_the_limit_learned() -> None:
             for batch in listed:
                 await client.retrieve(batch.id, None)
     assert state.stats.count(status=429) == 1
-    assert clock.sleeps[0] == 10.0  # retry-after: one token of 6 a minute
+    assert clock.slept[0] == 10.0  # retry-after: one token of 6 a minute
     # Never faster than the advertised 6 a minute again (slower for a while after the 429).
     assert client.pacer.rate_rpm <= 6
-    assert min(clock.sleeps[1:]) >= 10.0 - 1e-6
+    assert min(clock.slept[1:]) >= 10.0 - 1e-6
     assert state.stats.count(status=200) == 1 + len(listed)
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from reaper.confirm import NOT_FOUND_TOLERANCE, confirm_gone
 from reaper.errors import ApiError
-from tests.fake_api import FakeClient, FakeClock, api_error, batch
+from tests.fake_api import FakeClient, api_error
+from tests.helpers import Clock, make_batch
 
 pytestmark = pytest.mark.anyio
 
@@ -19,7 +20,7 @@ def not_found() -> ApiError:
 
 async def test_a_retrieve_that_finds_the_batch_ends_the_confirmation() -> None:
     """Two 404s, then the batch: it is not gone, and it comes back as it is now."""
-    client = FakeClient([batch("b", created_ago=timedelta(days=9))], clock=FakeClock())
+    client = FakeClient([make_batch("b", created_ago=timedelta(days=9))], clock=Clock())
     client.fail("retrieve", "b", not_found(), not_found())
 
     seen = await confirm_gone(client, "b", None)
@@ -32,7 +33,7 @@ async def test_a_retrieve_that_finds_the_batch_ends_the_confirmation() -> None:
 
 async def test_every_retrieve_answering_404_confirms_it_gone() -> None:
     """NOT_FOUND_TOLERANCE retrieves, all 404: gone, with the last 404 kept for its request id."""
-    client = FakeClient([], clock=FakeClock())
+    client = FakeClient([], clock=Clock())
 
     seen = await confirm_gone(client, "b", None)
 
@@ -44,7 +45,7 @@ async def test_every_retrieve_answering_404_confirms_it_gone() -> None:
 
 async def test_another_error_concludes_nothing_and_is_raised() -> None:
     """A 500 on the retrieve says nothing about the batch: the caller decides."""
-    client = FakeClient([batch("b", created_ago=timedelta(days=9))], clock=FakeClock())
+    client = FakeClient([make_batch("b", created_ago=timedelta(days=9))], clock=Clock())
     client.fail("retrieve", "b", api_error("retrieve", 500))
 
     with pytest.raises(ApiError):

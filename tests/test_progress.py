@@ -7,19 +7,12 @@ import io
 from structlog.testing import capture_logs
 
 from reaper.progress import LogProgress, TerminalProgress, make_progress
+from tests.helpers import Clock
 
 
 class FakeTty(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-class Ticker:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_a_terminal_with_console_logs_gets_a_line_anything_else_gets_log_events() -> None:
@@ -32,10 +25,10 @@ def test_a_terminal_with_console_logs_gets_a_line_anything_else_gets_log_events(
 def test_terminal_line_shows_pages_batches_and_actions() -> None:
     """The line is redrawn in place (carriage return, erase) and ends with a newline on close."""
     out = FakeTty()
-    clock = Ticker()
+    clock = Clock()
     progress = TerminalProgress(out, clock=clock)
     progress.listed("ws_a", 2, 2000)
-    clock.t = 1.0
+    clock.advance(1.0)
     progress.planned(10)
     progress.acted(3)
     progress.close()
@@ -48,7 +41,7 @@ def test_terminal_line_shows_pages_batches_and_actions() -> None:
 def test_terminal_redraws_are_throttled() -> None:
     """A thousand pages listed within 100 ms draw one line, not a thousand."""
     out = FakeTty()
-    progress = TerminalProgress(out, clock=Ticker())
+    progress = TerminalProgress(out, clock=Clock())
     for page in range(1, 1001):
         progress.listed(None, page, page * 1000)
 
@@ -57,7 +50,7 @@ def test_terminal_redraws_are_throttled() -> None:
 
 def test_log_progress_emits_at_most_every_interval() -> None:
     """Events come at most every interval; a short cycle stays silent (cycle.finished says it)."""
-    clock = Ticker()
+    clock = Clock()
     with capture_logs() as logs:
         quiet = LogProgress(interval=10, clock=clock)
         quiet.listed(None, 1, 5)
@@ -66,7 +59,7 @@ def test_log_progress_emits_at_most_every_interval() -> None:
 
         progress = LogProgress(interval=10, clock=clock)
         for second in range(25):
-            clock.t = float(second)
+            clock.advance(1.0 if second else 0.0)  # the clock reads ``second`` seconds on
             progress.acted()
         progress.close()
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reaper.models import Batch, RequestCounts
+from reaper.models import Batch
 from reaper.reviewed import (
     POLICY_VARIABLES,
     PlanError,
@@ -22,6 +22,7 @@ from reaper.reviewed import (
     read_plan,
 )
 from reaper.settings import Settings, load_settings
+from tests.helpers import DAY, make_batch
 
 KEY = "sk-ant-api03-TESTKEY0123456789abcdefXYZ"
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -31,14 +32,10 @@ def make_settings(**env: str) -> Settings:
     return load_settings({"ANTHROPIC_API_KEY": KEY, **env})
 
 
-def make_batch(batch_id: str, workspace: str | None = None) -> Batch:
-    return Batch(
-        id=batch_id,
-        processing_status="ended",
-        created_at=NOW - timedelta(days=10),
-        request_counts=RequestCounts(succeeded=2),
-        ended_at=NOW - timedelta(days=9),
-        workspace=workspace,
+def listed(batch_id: str, workspace: str | None = None) -> Batch:
+    """A batch as a plan lists it: ended nine days ago, ten days old."""
+    return make_batch(
+        batch_id, created_ago=10 * DAY, ended_ago=9 * DAY, now=NOW, workspace=workspace
     )
 
 
@@ -55,7 +52,7 @@ def write(
 def test_the_document_has_the_specs_fields(tmp_path: Path) -> None:
     """version, created_at, base_url, workspaces, policy and actions with the batch as listed."""
     s = make_settings(REAPER_WORKSPACE_IDS="wrkspc_a,wrkspc_b")
-    batch = make_batch("msgbatch_1", "wrkspc_a")
+    batch = listed("msgbatch_1", "wrkspc_a")
     path = write(tmp_path / "plan.json", s, [(batch, "delete", "ended")])
     document = json.loads(path.read_text())
     assert document == {
@@ -82,7 +79,7 @@ def test_the_document_has_the_specs_fields(tmp_path: Path) -> None:
 def test_a_plan_reads_back_with_the_keys_own_workspace_as_none(tmp_path: Path) -> None:
     """What was written is what apply gets: ids, workspaces, actions and rules, in order."""
     s = make_settings()
-    rows = [(make_batch("a"), "delete", "ended"), (make_batch("b"), "cancel", "stale")]
+    rows = [(listed("a"), "delete", "ended"), (listed("b"), "cancel", "stale")]
     plan = load_plan(write(tmp_path / "plan.json", s, rows), s, NOW + timedelta(hours=1))
     assert plan.created_at == NOW
     assert plan.workspaces == (None,)
@@ -102,7 +99,7 @@ def test_an_empty_plan_is_a_plan(tmp_path: Path) -> None:
 def test_actions_are_one_a_line(tmp_path: Path) -> None:
     """The streamed layout: a header line, one action a line, a closing line (greppable)."""
     s = make_settings()
-    rows = [(make_batch(f"b{n}"), "delete", "ended") for n in range(3)]
+    rows = [(listed(f"b{n}"), "delete", "ended") for n in range(3)]
     lines = write(tmp_path / "p.json", s, rows).read_text().splitlines()
     assert len(lines) == 5
     assert lines[0].endswith('"actions":[')
@@ -113,7 +110,7 @@ def test_actions_are_one_a_line(tmp_path: Path) -> None:
 def test_a_reformatted_plan_still_reads(tmp_path: Path) -> None:
     """A reviewer who pretty-prints the file (jq . plan.json > x) does not break it."""
     s = make_settings()
-    path = write(tmp_path / "p.json", s, [(make_batch("a"), "delete", "ended")])
+    path = write(tmp_path / "p.json", s, [(listed("a"), "delete", "ended")])
     pretty = tmp_path / "pretty.json"
     pretty.write_text(json.dumps(json.loads(path.read_text()), indent=2))
     assert read_plan(pretty).actions == read_plan(path).actions
@@ -122,12 +119,12 @@ def test_a_reformatted_plan_still_reads(tmp_path: Path) -> None:
 def test_a_failed_write_leaves_the_previous_plan_and_no_temporary_file(tmp_path: Path) -> None:
     """An exception while writing discards the new plan; the old file is untouched."""
     s = make_settings()
-    path = write(tmp_path / "plan.json", s, [(make_batch("old"), "delete", "ended")])
+    path = write(tmp_path / "plan.json", s, [(listed("old"), "delete", "ended")])
     before = path.read_bytes()
 
     def interrupted() -> None:
         with PlanWriter(path, s, created_at=NOW) as plan:
-            plan.add(make_batch("new"), "delete", "ended")
+            plan.add(listed("new"), "delete", "ended")
             raise RuntimeError("listing failed half way")
 
     with pytest.raises(RuntimeError):
@@ -146,7 +143,7 @@ def test_a_plan_in_a_missing_directory_is_a_plan_error(tmp_path: Path) -> None:
 def test_keep_is_not_a_planned_action(tmp_path: Path) -> None:
     """Only cancels and deletes go into a plan."""
     with pytest.raises(ValueError, match="cancels and deletes"):
-        write(tmp_path / "p.json", make_settings(), [(make_batch("a"), "keep", "min_age")])
+        write(tmp_path / "p.json", make_settings(), [(listed("a"), "keep", "min_age")])
 
 
 @pytest.mark.parametrize(
@@ -177,7 +174,7 @@ def test_an_unreadable_plan_is_refused_in_one_line(
 def test_a_plan_cut_short_is_refused(tmp_path: Path) -> None:
     """A truncated copy (a full disk, a bad paste) never passes for a shorter plan."""
     s = make_settings()
-    rows = [(make_batch(f"b{n}"), "delete", "ended") for n in range(3)]
+    rows = [(listed(f"b{n}"), "delete", "ended") for n in range(3)]
     text = write(tmp_path / "p.json", s, rows).read_text()
     cut = tmp_path / "cut.json"
     cut.write_text(text[: text.index('"b2"') - 20])
@@ -191,7 +188,7 @@ def test_a_plan_cut_short_is_refused(tmp_path: Path) -> None:
 def test_an_action_that_does_not_hold_its_batch_is_refused(tmp_path: Path) -> None:
     """An edited plan whose action and batch object disagree is not applied."""
     s = make_settings()
-    text = write(tmp_path / "p.json", s, [(make_batch("a"), "delete", "ended")]).read_text()
+    text = write(tmp_path / "p.json", s, [(listed("a"), "delete", "ended")]).read_text()
     edited = tmp_path / "edited.json"
     edited.write_text(text.replace('"id":"a","workspace"', '"id":"z","workspace"'))
     with pytest.raises(PlanError, match="action 1: z: 'batch' is not this batch's object"):
@@ -203,7 +200,7 @@ def test_an_action_that_does_not_hold_its_batch_is_refused(tmp_path: Path) -> No
 
 @pytest.fixture
 def plan_file(tmp_path: Path) -> Path:
-    return write(tmp_path / "plan.json", make_settings(), [(make_batch("a"), "delete", "ended")])
+    return write(tmp_path / "plan.json", make_settings(), [(listed("a"), "delete", "ended")])
 
 
 def test_a_plan_older_than_the_max_age_is_refused(plan_file: Path) -> None:
@@ -297,6 +294,6 @@ def test_any_plan_reads_back_exactly(
 ) -> None:
     """Whatever actions go in come back, in order, as PlannedActions."""
     s = make_settings(REAPER_WORKSPACE_IDS="wrkspc_a")
-    batches = [(make_batch(i, w), a, r) for i, w, a, r in rows]
+    batches = [(listed(i, w), a, r) for i, w, a, r in rows]
     plan = read_plan(write(tmp_path / "p.json", s, batches))
     assert plan.actions == tuple(PlannedAction(i, w, a, r) for i, w, a, r in rows)

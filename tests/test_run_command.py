@@ -30,7 +30,8 @@ from reaper.emulator.state import EmulatorState
 from reaper.metrics import Metrics
 from reaper.server import Health
 from reaper.settings import load_settings
-from tests.fake_api import FakeClient, FakeClock
+from tests.fake_api import FakeClient
+from tests.helpers import Clock
 from tests.loopback import free_port, http_get, spawned, wait_for
 
 KEY = "sk-ant-api03-RunCommandTestKey0123456789abcdef"
@@ -287,7 +288,7 @@ async def test_readiness_is_marked_by_the_job_once_a_listing_is_complete(
 ) -> None:
     """Readiness is set in one place, the job: not after a failed listing, after a read one."""
     settings = load_settings({"ANTHROPIC_API_KEY": KEY}, require_key=False)
-    client = FakeClient([], clock=FakeClock())
+    client = FakeClient([], clock=Clock())
     client.list_fault_page[None] = 1
     health = Health()
     job = cycle_job(settings, client, metrics=metrics, health=health, now=client.clock.now)

@@ -10,16 +10,7 @@ import pytest
 
 from reaper.metrics import Metrics
 from reaper.server import Health, MetricsServer, start_server
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import Clock
 
 
 def get(
@@ -36,13 +27,7 @@ def get(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A clock for the heartbeat's age."""
-    return FakeClock()
-
-
-@pytest.fixture
-def health(clock: FakeClock) -> Health:
+def health(clock: Clock) -> Health:
     """Health with a 30 s staleness limit on the fake clock."""
     return Health(stale_after=30.0, clock=clock)
 
@@ -78,7 +63,7 @@ def test_metrics_negotiate_openmetrics_for_prometheus(server: MetricsServer) -> 
 
 
 def test_healthz_needs_a_fresh_heartbeat_and_a_running_scheduler(
-    server: MetricsServer, health: Health, clock: FakeClock
+    server: MetricsServer, health: Health, clock: Clock
 ) -> None:
     """/healthz is 503 before the first beat, 200 while fresh, 503 when stale or stopped."""
     status, content_type, body = get(server, "/healthz")
@@ -89,7 +74,7 @@ def test_healthz_needs_a_fresh_heartbeat_and_a_running_scheduler(
     health.scheduler_alive = True
     assert get(server, "/healthz")[0] == 200
 
-    clock.now += 31
+    clock.advance(31)
     status, _, body = get(server, "/healthz")
     assert status == 503
     assert b"heartbeat is 31s old" in body

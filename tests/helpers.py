@@ -1,0 +1,128 @@
+"""The test suite's one clock and one batch builder (structlog keeps its helpers in one home too).
+
+``Clock`` is every fake time the tests need: the wall clock the reaper decides with (``now()``,
+a datetime; ``wall_clock()``, epoch seconds), the monotonic clock its pacer, health and progress
+measure with (``monotonic()``, also the clock's ``__call__``), and the ``sleep`` they wait with.
+``make_batch`` builds a ``Batch`` aged relative to a ``now``; ``.to_api()`` gives its API object.
+``tests/conftest.py`` serves a fresh ``Clock`` as the ``clock`` fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+from reaper.models import ENDED, Batch, RequestCounts
+
+T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+class Clock:
+    """A fake time: wall and monotonic clocks that move together, and a sleep that moves them.
+
+    Manual (the default): time stands still until the test calls ``advance`` or the code under
+    test awaits ``sleep``, which records the seconds in ``slept``, moves both clocks and yields
+    to the loop once, so that concurrent waiters interleave as they would.
+
+    Fast (``speedup=N``): for tests over real HTTP, where the emulator's server thread and the
+    reaper must share one time that really passes (a manual clock would never let the server's
+    rate-limit bucket refill while the client waits): time follows the host's monotonic clock N
+    times faster and ``sleep`` really sleeps ``seconds / N``. One class, so that a test switches
+    between the two without changing how it reads the time.
+    """
+
+    def __init__(
+        self,
+        start: datetime = T0,
+        *,
+        monotonic_start: float = 1000.0,
+        speedup: float | None = None,
+    ) -> None:
+        self.start = start
+        self.monotonic_start = monotonic_start
+        self.speedup = speedup
+        self.slept: list[float] = []
+        self._moved = 0.0  # seconds advanced by hand or by sleep (manual), or by hand (fast)
+        self._origin = time.monotonic()
+
+    def elapsed(self) -> float:
+        """Return the seconds this clock has moved since it was made."""
+        if self.speedup is None:
+            return self._moved
+        return (time.monotonic() - self._origin) * self.speedup + self._moved
+
+    def now(self) -> datetime:
+        """Return the wall clock as an aware UTC datetime."""
+        return self.start + timedelta(seconds=self.elapsed())
+
+    def wall_clock(self) -> float:
+        """Return the wall clock in seconds since the epoch, as ``time.time`` does."""
+        return self.start.timestamp() + self.elapsed()
+
+    def monotonic(self) -> float:
+        """Return the monotonic clock's seconds, as ``time.monotonic`` does."""
+        return self.monotonic_start + self.elapsed()
+
+    __call__ = monotonic
+
+    def advance(self, seconds: float) -> None:
+        """Move both clocks ``seconds`` forward."""
+        self._moved += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock: note them and move the clock (really sleep, if fast)."""
+        self.slept.append(seconds)
+        if self.speedup is None:
+            self.advance(seconds)
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(max(0.0, seconds) / self.speedup)
+
+
+def make_batch(
+    batch_id: str,
+    status: str = ENDED,
+    *,
+    created_ago: timedelta = 40 * DAY,
+    ended_ago: timedelta | None = None,
+    now: datetime = T0,
+    succeeded: int = 10,
+    errored: int = 0,
+    expired: int = 0,
+    workspace: str | None = None,
+    canceled_after: timedelta | None = None,
+    archived_at: datetime | None = None,
+) -> Batch:
+    """Build a batch created ``created_ago`` before ``now``, as the API lists it.
+
+    An ended batch ends ``ended_ago`` before ``now`` (by default an hour after its creation),
+    with ``succeeded``, ``errored`` and ``expired`` requests and a results URL; any other status
+    has 10 requests processing. ``canceled_after``: its cancel was initiated that long after its
+    creation. Every batch expires 24 hours after its creation.
+    """
+    created = now - created_ago
+    if status == ENDED:
+        ended_at = now - ended_ago if ended_ago is not None else created + HOUR
+        counts = RequestCounts(succeeded=succeeded, errored=errored, expired=expired)
+        results_url = f"/v1/messages/batches/{batch_id}/results"
+    else:
+        ended_at = None
+        counts = RequestCounts(processing=10)
+        results_url = None
+    return Batch(
+        id=batch_id,
+        processing_status=status,
+        created_at=created,
+        request_counts=counts,
+        expires_at=created + timedelta(hours=24),
+        ended_at=ended_at,
+        cancel_initiated_at=None if canceled_after is None else created + canceled_after,
+        archived_at=archived_at,
+        results_url=results_url,
+        workspace=workspace,
+    )
