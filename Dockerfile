@@ -1,11 +1,15 @@
 # syntax=docker/dockerfile:1
-# batch-reaper image: a wheel built in one stage, installed into a virtualenv, copied into a slim
-# runtime that has no build tools, runs as a numeric non-root user and holds no secret.
+# batch-reaper image: locked, hash-checked dependencies and a wheel of our code, installed into a
+# virtualenv in one stage and copied into a slim runtime that has no build tools, runs as a numeric
+# non-root user and holds no secret.
 #
 #   docker build -t batch-reaper .
 #   docker run --rm -e ANTHROPIC_API_KEY_FILE=/run/secrets/key -v ./key:/run/secrets/key:ro batch-reaper
 #
-# tests/test_image_smoke.py does what this file does (wheel -> fresh venv -> `reaper`), without Docker.
+# Built and run for real by `make image-test` (deploy/image/check.py). Behind a proxy with a
+# private CA, mount pip's configuration and the CA bundle into the RUN steps, never COPY them:
+#   podman build --format docker -v /etc/pip.conf:/etc/pip.conf:ro \
+#     -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro .
 
 # Pinned to a patch release; bump it (and the runtime stage below) in one commit.
 FROM python:3.11.13-slim-bookworm AS build
@@ -15,15 +19,33 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
+# The lock first: a change to our code reuses this layer. Every package is pinned and
+# hash-checked (requirements/*.txt, made by pip-compile; CONTRIBUTING.md says how to refresh
+# them), wheels only. /opt/build holds the build backend; /opt/reaper, without pip, is what ships.
+COPY requirements/ ./requirements/
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --require-hashes --only-binary=:all: -r requirements/build.txt \
+    && python -m venv --without-pip /opt/reaper \
+    && /opt/build/bin/pip --python /opt/reaper/bin/python install \
+       --require-hashes --only-binary=:all: -r requirements/runtime.txt
+
 # Only what the wheel needs (.dockerignore keeps everything else out of the context).
 COPY pyproject.toml README.md ./
 COPY reaper ./reaper
 
-# --no-deps: the wheel is only our code; its dependencies are resolved once, into the venv.
-RUN pip wheel --no-deps --wheel-dir /wheels . \
-    && python -m venv /opt/reaper \
-    && /opt/reaper/bin/pip install /wheels/*.whl \
+# --no-deps: the wheel is only our code; its dependencies came from the lock above.
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --no-index --wheel-dir /wheels . \
+    && /opt/build/bin/pip --python /opt/reaper/bin/python install --no-deps --no-index /wheels/*.whl \
+    && /opt/build/bin/pip --python /opt/reaper/bin/python check \
     && /opt/reaper/bin/reaper --version
+
+# A numeric uid/gid: Kubernetes' runAsNonRoot can only verify a numeric USER. --no-log-init (no
+# lastlog) keeps a high uid from bloating the image. Made here and copied: the runtime stage runs
+# no command, so nothing mounted into RUN steps (pip's configuration, a CA bundle) can leave a
+# trace, not even an empty mount point, in the layers that ship.
+RUN groupadd --system --gid 10001 reaper \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 \
+       --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin reaper
 
 
 FROM python:3.11.13-slim-bookworm
@@ -32,16 +54,11 @@ LABEL org.opencontainers.image.title="batch-reaper" \
       org.opencontainers.image.description="Keeps an organisation's Anthropic Message Batches tidy: retention, cancel, delete, metrics." \
       org.opencontainers.image.licenses="MIT"
 
-# A numeric uid/gid: Kubernetes' runAsNonRoot can only verify a numeric USER. --no-log-init (no lastlog)
-# keeps a high uid from bloating the image.
-RUN groupadd --system --gid 10001 reaper \
-    && useradd --system --no-log-init --uid 10001 --gid 10001 \
-       --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin reaper
-
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH="/opt/reaper/bin:${PATH}"
 
+COPY --from=build /etc/passwd /etc/group /etc/
 COPY --from=build /opt/reaper /opt/reaper
 
 USER 10001:10001
