@@ -7,6 +7,9 @@ import pytest
 from reaper.metrics import Metrics
 from tests.helpers import Clock
 
+# A test that leaves an asyncio task running fails (tests/leaked_tasks.py).
+pytest_plugins = ["tests.leaked_tasks"]
+
 
 @pytest.fixture
 def anyio_backend() -> str:
