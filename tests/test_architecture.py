@@ -191,3 +191,52 @@ def test_the_emulator_is_independent_of_the_reaper() -> None:
                 assert name == "reaper" or name.startswith("reaper.emulator"), (
                     f"{module} imports {name}"
                 )
+
+
+ROOT = PACKAGE.parent
+
+
+def code_block_after(path: Path, heading: str) -> list[str]:
+    """Return the lines of the first fenced code block under ``heading`` in a Markdown file."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = lines.index(heading)
+    fences = [n for n in range(start, len(lines)) if lines[n].startswith("```")]
+    return lines[fences[0] + 1 : fences[1]]
+
+
+def named_modules(line: str, prefix: str = "") -> list[str]:
+    """Return the modules a line starts with: ``x.py`` or ``x/`` paths, up to its description."""
+    names = []
+    for word in line.split():
+        if not word.endswith((".py", "/")):
+            break
+        path = word.removeprefix(prefix).removesuffix("/").removesuffix(".py")
+        names.append(".".join(("reaper", *path.split("/"))))
+    return names
+
+
+def test_contributing_names_every_layer_in_order() -> None:
+    """CONTRIBUTING's architecture names each entry of LAYERS once, top to bottom."""
+    block = code_block_after(ROOT / "CONTRIBUTING.md", "## Architecture")
+    named = [name for line in block for name in named_modules(line)]
+    assert sorted(named) == sorted(e for e in ENTRIES if e != "reaper"), "CONTRIBUTING.md"
+    layers = [layer_of(name) for name in named]
+    assert layers == sorted(layers), f"CONTRIBUTING.md: not in the order of LAYERS: {named}"
+
+
+def test_readme_gives_every_module_a_line() -> None:
+    """README's module list: every path exists and every module of reaper/ is on it."""
+    block = code_block_after(ROOT / "README.md", "## Development")
+    lines = [line for line in block if line.startswith("reaper/")]  # not continuations
+    listed = [name for line in lines for name in named_modules(line, prefix="reaper/")]
+    assert listed, "README.md: no module list under ## Development"
+    assert [name for name in listed if name not in SOURCES] == [], "README.md lists a stale path"
+    missing = [module for module in SOURCES if not any(covers(n, module) for n in listed)]
+    assert missing == [], "README.md: these modules have no line"
+
+
+def covers(listed: str, module: str) -> bool:
+    """Whether a listed module or package covers ``module`` (a package by any of its modules)."""
+    if module == listed or module.startswith(listed + "."):
+        return True
+    return SOURCES[module].name == "__init__.py" and listed.startswith(module + ".")
