@@ -16,19 +16,15 @@ from reaper.consistency import (
     check_clock,
     parse_http_date,
 )
-from reaper.models import Batch, RequestCounts
+from reaper.models import Batch
+from tests.helpers import make_batch
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 SKEW = timedelta(minutes=2)
 
 
 def row(batch_id: str, created: datetime) -> Batch:
-    return Batch(
-        id=batch_id,
-        processing_status="ended",
-        created_at=created,
-        request_counts=RequestCounts(succeeded=1),
-    )
+    return make_batch(batch_id, created_ago=NOW - created, now=NOW)
 
 
 def ago(minutes: float) -> datetime:
