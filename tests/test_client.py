@@ -23,7 +23,7 @@ from reaper.client import (
 )
 from reaper.metrics import Metrics
 from reaper.models import Batch, RequestCounts
-from tests.helpers import Clock
+from tests.helpers import HOUR, Clock, make_batch
 
 CANARY = "sk-ant-api03-CANARY-do-not-leak-0123456789abcdef"
 BASE = "https://api.example.test"
@@ -34,25 +34,11 @@ Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
 
 def batch_json(batch_id: str, status: str = "ended", **extra: Any) -> dict[str, Any]:
-    ended = status == "ended"
-    body: dict[str, Any] = {
-        "id": batch_id,
-        "type": "message_batch",
-        "processing_status": status,
-        "request_counts": {
-            "processing": 0 if ended else 3,
-            "succeeded": 3 if ended else 0,
-            "errored": 0,
-            "canceled": 0,
-            "expired": 0,
-        },
-        "created_at": "2026-01-01T00:00:00.000000Z",
-        "expires_at": "2026-01-02T00:00:00.000000Z",
-        "ended_at": "2026-01-01T01:00:00.000000Z" if ended else None,
-        "cancel_initiated_at": None,
-        "archived_at": None,
-        "results_url": f"{BASE}/v1/messages/batches/{batch_id}/results" if ended else None,
-    }
+    """The API's object for a batch created at WALL_START (ended an hour later), with ``extra``."""
+    batch = make_batch(batch_id, status, created_ago=HOUR, now=WALL_START + HOUR, succeeded=3)
+    body = batch.to_api()
+    if batch.results_url is not None:
+        body["results_url"] = BASE + batch.results_url
     body.update(extra)
     return body
 
