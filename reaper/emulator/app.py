@@ -20,7 +20,7 @@ import hmac
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from starlette.applications import Starlette
@@ -75,6 +75,13 @@ class DateHeader:
     def __init__(self, app: ASGIApp, state: EmulatorState) -> None:
         self.app = app
         self.state = state
+        self._last: tuple[int, bytes] = (-1, b"")  # (whole second, its header): one format a second
+
+    def _date(self, when: datetime) -> bytes:
+        second = int(when.timestamp())
+        if second != self._last[0]:
+            self._last = (second, http_date(when).encode("latin-1"))
+        return self._last[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,7 +94,7 @@ class DateHeader:
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
                 if not faults.omit_date:
                     when = self.state.now() + timedelta(seconds=faults.clock_skew_seconds)
-                    headers.append((b"date", http_date(when).encode("latin-1")))
+                    headers.append((b"date", self._date(when)))
                 message = {**message, "headers": headers}
             await send(message)
 

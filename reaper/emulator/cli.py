@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import random
 import re
 import signal
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Final
+
+from reaper.emulator.faults import Faults
 
 EX_OK: Final = 0
 EX_FAILED: Final = 1
@@ -46,6 +49,7 @@ class Options:
     cancel_seconds: float
     processing_seconds: float
     random_seed: int | None
+    faults: Faults | None = None
 
 
 def _number(flag: str, raw: str, *, low: float, high: float, accepted: str) -> float:
@@ -70,6 +74,21 @@ def _workspace(flag: str, raw: str) -> str:
             f"{flag}: got {raw!r}, expected a workspace id of letters, digits, '_' and '-'"
         )
     return raw
+
+
+def _faults(raw: str | None) -> Faults | None:
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise FlagError(f"--faults: got {raw!r}, expected a JSON object of fault fields")
+    try:
+        return Faults.from_json(data)
+    except ValueError as exc:
+        raise FlagError(f"--faults: {exc}") from None
 
 
 def parse_options(args: argparse.Namespace) -> Options:
@@ -159,6 +178,7 @@ def parse_options(args: argparse.Namespace) -> Options:
             accepted="seconds from 0 to 172800",
         ),
         random_seed=random_seed,
+        faults=_faults(args.faults),
     )
 
 
@@ -188,6 +208,7 @@ def main(args: argparse.Namespace) -> int:
         latency_ms=options.latency_ms,
         error_rate=options.error_rate,
         rate_limit_rpm=options.rate_limit_rpm,
+        faults=options.faults,
         default_workspace=options.default_workspace or DEFAULT_WORKSPACE,
         workspaces=options.workspaces or None,
         rng=random.Random(options.random_seed),

@@ -47,4 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="60",
         help="a created batch ends after 0.5 to 1.5 times S seconds (default 60)",
     )
+    add(
+        "--faults",
+        metavar="JSON",
+        help="start with these fault switches: a JSON object as PUT /_emulator/faults takes",
+    )
     add("--random-seed", metavar="N", help="seed of the random generator, for repeatable runs")

@@ -6,6 +6,8 @@ import signal
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
@@ -35,6 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
         (["--seed-file", "/nonexistent/seed.jsonl"], "--seed-file: got '/nonexistent/seed.jsonl'"),
         (["--api-key-file", "/nonexistent/key"], "--api-key-file: cannot read '/nonexistent/key'"),
         (["--random-seed", "abc"], "--random-seed: got 'abc'"),
+        (["--faults", "{"], "--faults: got '{', expected a JSON object of fault fields"),
+        (["--faults", '{"error_rate": 2}'], "--faults: error_rate: expected a number from 0 to 1"),
+        (["--faults", '{"clock_skew": 1}'], "--faults: unknown fault field(s): clock_skew"),
     ],
 )
 def test_a_bad_flag_gives_one_line_and_exit_78(
@@ -116,6 +121,8 @@ def test_the_emulator_serves_on_a_free_port_and_exits_0_on_sigterm(tmp_path: Pat
             "sk-ant-cli-test",
             "--workspaces",
             "wrkspc_b",
+            "--faults",
+            '{"clock_skew_seconds": 86400, "wrong_batch_ids": ["msgbatch_from_file"]}',
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -136,8 +143,18 @@ def test_the_emulator_serves_on_a_free_port_and_exits_0_on_sigterm(tmp_path: Pat
             assert page["has_more"] is False
             other = client.get(
                 "/v1/messages/batches", headers={"anthropic-workspace-id": "wrkspc_b"}
-            ).json()
-            assert "msgbatch_from_file" in [b["id"] for b in other["data"]]
+            )
+            assert "msgbatch_from_file" in [b["id"] for b in other.json()["data"]]
+            # --faults: the Date is a day ahead of the emulator's (here the host's) clock, and
+            # the only Date: uvicorn's own Date and Server headers are off.
+            (date,) = other.headers.get_list("date")
+            assert parsedate_to_datetime(date) - datetime.now(UTC) > timedelta(hours=23)
+            assert "server" not in other.headers
+            wrong = client.get(
+                "/v1/messages/batches/msgbatch_from_file",
+                headers={"anthropic-workspace-id": "wrkspc_b"},
+            )
+            assert wrong.json()["id"] != "msgbatch_from_file"
             forbidden = client.get(
                 "/v1/messages/batches", headers={"anthropic-workspace-id": "wrkspc_c"}
             )
