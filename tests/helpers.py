@@ -74,6 +74,11 @@ class Clock:
         """Move both clocks ``seconds`` forward."""
         self._moved += seconds
 
+    def set(self, when: datetime) -> None:
+        """Put the wall clock at ``when``, in its zone (both clocks move alike, maybe back)."""
+        self._moved += (when - self.now()).total_seconds()
+        self.start = self.start.astimezone(when.tzinfo)
+
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of this clock: note them and move the clock (really sleep, if fast)."""
         self.slept.append(seconds)
@@ -93,6 +98,7 @@ def make_batch(
     now: datetime = T0,
     succeeded: int = 10,
     errored: int = 0,
+    canceled: int = 0,
     expired: int = 0,
     workspace: str | None = None,
     canceled_after: timedelta | None = None,
@@ -101,14 +107,16 @@ def make_batch(
     """Build a batch created ``created_ago`` before ``now``, as the API lists it.
 
     An ended batch ends ``ended_ago`` before ``now`` (by default an hour after its creation),
-    with ``succeeded``, ``errored`` and ``expired`` requests and a results URL; any other status
-    has 10 requests processing. ``canceled_after``: its cancel was initiated that long after its
-    creation. Every batch expires 24 hours after its creation.
+    with ``succeeded``, ``errored``, ``canceled`` and ``expired`` requests and a results URL;
+    any other status has 10 requests processing. ``canceled_after``: its cancel was initiated
+    that long after its creation. Every batch expires 24 hours after its creation.
     """
     created = now - created_ago
     if status == ENDED:
         ended_at = now - ended_ago if ended_ago is not None else created + HOUR
-        counts = RequestCounts(succeeded=succeeded, errored=errored, expired=expired)
+        counts = RequestCounts(
+            succeeded=succeeded, errored=errored, canceled=canceled, expired=expired
+        )
         results_url = f"/v1/messages/batches/{batch_id}/results"
     else:
         ended_at = None

@@ -29,6 +29,7 @@ from reaper.archive import Archiver, FileLayer, Outcome, sidecar_path
 from reaper.errors import ApiError, ConnectionFailed, NotFoundError
 from reaper.metrics import Metrics
 from reaper.models import ENDED, IN_PROGRESS, Batch, RequestCounts
+from tests import helpers
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CREATED = datetime(2026, 2, 20, 23, 30, 5, 123456, tzinfo=UTC)
@@ -44,18 +45,19 @@ def make_batch(
     archived_at: datetime | None = None,
     status: str = ENDED,
 ) -> Batch:
+    """A batch created at CREATED with ``counts`` (5 succeeded, 2 errored, 1 expired)."""
     counts = counts if counts is not None else RequestCounts(succeeded=5, errored=2, expired=1)
-    ended = status == ENDED
-    return Batch(
-        id=batch_id,
-        processing_status=status,
-        created_at=CREATED,
-        request_counts=counts,
-        expires_at=CREATED + timedelta(hours=24),
-        ended_at=CREATED + timedelta(hours=1) if ended else None,
-        archived_at=archived_at,
-        results_url=f"/v1/messages/batches/{batch_id}/results" if ended else None,
+    return helpers.make_batch(
+        batch_id,
+        status,
+        created_ago=timedelta(0),
+        now=CREATED,
+        succeeded=counts.succeeded,
+        errored=counts.errored,
+        canceled=counts.canceled,
+        expired=counts.expired,
         workspace=workspace,
+        archived_at=archived_at,
     )
 
 

@@ -21,33 +21,25 @@ from reaper.ledger import (
     ledger_path,
     open_ledger,
 )
-from reaper.models import Batch, RequestCounts
+from reaper.models import Batch
+from tests import helpers
+from tests.helpers import DAY, HOUR, Clock
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 12, 1, 23, 59, 58, tzinfo=UTC)
 
 
 def make_batch(batch_id: str, workspace: str | None = None, *, created: datetime = T0) -> Batch:
-    return Batch(
-        id=batch_id,
-        processing_status="ended",
-        created_at=created - timedelta(days=8),
-        request_counts=RequestCounts(succeeded=3, errored=1),
-        expires_at=created - timedelta(days=7),
-        ended_at=created - timedelta(days=7, hours=1),
-        results_url=f"https://api.example/v1/messages/batches/{batch_id}/results",
+    """An ended batch with a failed request, eight days old at ``created``."""
+    return helpers.make_batch(
+        batch_id,
+        created_ago=8 * DAY,
+        ended_ago=7 * DAY + HOUR,
+        now=created,
+        succeeded=3,
+        errored=1,
         workspace=workspace,
     )
-
-
-class Clock:
-    """A settable clock for the ledger's timestamps."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -56,7 +48,7 @@ def lines(path: Path) -> list[dict[str, Any]]:
 
 def test_intent_then_outcome_are_the_specs_lines(tmp_path: Path) -> None:
     """The intent carries the rule and the batch as listed; the outcome, status and request id."""
-    ledger = FileLedger(tmp_path, clock=Clock(T0))
+    ledger = FileLedger(tmp_path, clock=Clock(T0).now)
     batch = make_batch("msgbatch_a", "wrkspc_1")
     ledger.intent(cycle_id="c1", batch=batch, action="delete", rule="failed")
     ledger.outcome(
@@ -95,7 +87,7 @@ def test_intent_then_outcome_are_the_specs_lines(tmp_path: Path) -> None:
 
 def test_the_keys_own_workspace_is_written_as_default_and_errors_are_kept(tmp_path: Path) -> None:
     """workspace None reads "default", as in the logs and archive paths; an error type is kept."""
-    ledger = FileLedger(tmp_path, clock=Clock(T0))
+    ledger = FileLedger(tmp_path, clock=Clock(T0).now)
     ledger.intent(cycle_id="c1", batch=make_batch("b"), action="cancel", rule="stale")
     ledger.outcome(
         cycle_id="c1",
@@ -119,9 +111,9 @@ def test_the_keys_own_workspace_is_written_as_default_and_errors_are_kept(tmp_pa
 def test_one_file_per_utc_day(tmp_path: Path) -> None:
     """Lines go to the file of their UTC day, whatever the clock's zone."""
     clock = Clock(T0)
-    ledger = FileLedger(tmp_path, clock=clock)
+    ledger = FileLedger(tmp_path, clock=clock.now)
     ledger.intent(cycle_id="c1", batch=make_batch("a"), action="delete", rule="ended")
-    clock.now = T0 + timedelta(seconds=3)  # 2026-12-02T00:00:01Z
+    clock.set(T0 + timedelta(seconds=3))  # 2026-12-02T00:00:01Z
     ledger.outcome(
         cycle_id="c1",
         batch_id="a",
@@ -132,7 +124,7 @@ def test_one_file_per_utc_day(tmp_path: Path) -> None:
         request_id="req_2",
     )
     # 2026-12-03 01:00 at +05:00: still the 2nd in UTC
-    clock.now = datetime(2026, 12, 2, 20, 0, tzinfo=UTC).astimezone(timezone(timedelta(hours=5)))
+    clock.set(datetime(2026, 12, 2, 20, 0, tzinfo=UTC).astimezone(timezone(timedelta(hours=5))))
     ledger.intent(cycle_id="c2", batch=make_batch("b"), action="delete", rule="ended")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "ledger-2026-12-01.jsonl",
@@ -146,7 +138,7 @@ def test_lines_are_appended_never_rewritten(tmp_path: Path) -> None:
     path = ledger_path(tmp_path, T0)
     before = b'{"phase":"intent","id":"older"}\n'
     path.write_bytes(before)
-    FileLedger(tmp_path, clock=Clock(T0)).intent(
+    FileLedger(tmp_path, clock=Clock(T0).now).intent(
         cycle_id="c", batch=make_batch("a"), action="delete", rule="ended"
     )
     data = path.read_bytes()
@@ -158,7 +150,7 @@ def test_a_torn_last_line_does_not_swallow_the_next(tmp_path: Path) -> None:
     """A line cut short by a crash stays; the next line starts on a fresh line and parses."""
     path = ledger_path(tmp_path, T0)
     path.write_bytes(b'{"phase":"intent","id":"cut sh')
-    FileLedger(tmp_path, clock=Clock(T0)).intent(
+    FileLedger(tmp_path, clock=Clock(T0).now).intent(
         cycle_id="c", batch=make_batch("a"), action="delete", rule="ended"
     )
     torn, whole = path.read_text().splitlines()
@@ -169,7 +161,7 @@ def test_a_torn_last_line_does_not_swallow_the_next(tmp_path: Path) -> None:
 def test_a_missing_directory_raises_and_creates_nothing(tmp_path: Path) -> None:
     """The ledger never creates its directory: the intent fails, naming the variable and path."""
     missing = tmp_path / "not-mounted"
-    ledger = FileLedger(missing, clock=Clock(T0))
+    ledger = FileLedger(missing, clock=Clock(T0).now)
     with pytest.raises(LedgerError) as info:
         ledger.intent(cycle_id="c", batch=make_batch("a"), action="delete", rule="ended")
     assert str(info.value) == (
@@ -183,7 +175,7 @@ def test_an_unwritable_file_raises(tmp_path: Path) -> None:
     """Whatever stops the write (here a directory in the file's place) raises LedgerError."""
     ledger_path(tmp_path, T0).mkdir()
     with pytest.raises(LedgerError, match=r"cannot write ledger-2026-12-01\.jsonl"):
-        FileLedger(tmp_path, clock=Clock(T0)).outcome(
+        FileLedger(tmp_path, clock=Clock(T0).now).outcome(
             cycle_id="c",
             batch_id="a",
             workspace=None,
@@ -200,7 +192,7 @@ def test_a_read_only_directory_raises(tmp_path: Path) -> None:
     tmp_path.chmod(0o500)
     try:
         with pytest.raises(LedgerError, match="Permission denied"):
-            FileLedger(tmp_path, clock=Clock(T0)).intent(
+            FileLedger(tmp_path, clock=Clock(T0).now).intent(
                 cycle_id="c", batch=make_batch("a"), action="delete", rule="ended"
             )
     finally:
@@ -256,7 +248,7 @@ def test_dry_runs_and_an_unset_directory_get_the_null_ledger(tmp_path: Path) -> 
 
 def test_an_unknown_action_or_phase_is_a_programming_error(tmp_path: Path) -> None:
     """Only cancel and delete are recorded, with outcomes done, failed or gone."""
-    ledger = FileLedger(tmp_path, clock=Clock(T0))
+    ledger = FileLedger(tmp_path, clock=Clock(T0).now)
     with pytest.raises(ValueError, match="action"):
         ledger.intent(cycle_id="c", batch=make_batch("a"), action="keep", rule="ended")
     with pytest.raises(ValueError, match="phase"):
@@ -307,7 +299,7 @@ def history(tmp_path: Path) -> Path:
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = today - timedelta(days=1)
     clock = Clock(yesterday - timedelta(hours=2))
-    ledger = FileLedger(tmp_path, clock=clock)
+    ledger = FileLedger(tmp_path, clock=clock.now)
 
     def act(cycle: str, batch_id: str, action: str, rule: str, phase: str | None) -> None:
         ledger.intent(cycle_id=cycle, batch=make_batch(batch_id), action=action, rule=rule)
@@ -324,15 +316,15 @@ def history(tmp_path: Path) -> Path:
             )
 
     act("c0", "old", "delete", "ended", "done")  # the day before yesterday
-    clock.now = yesterday + timedelta(hours=3)
+    clock.set(yesterday + timedelta(hours=3))
     act("c1", "a", "delete", "ended", "done")
     act("c1", "b", "delete", "failed", "gone")
     act("c1", "c", "cancel", "stale", "done")
     act("c1", "d", "delete", "ended", "failed")
     act("c1", "crashed", "delete", "ended", None)
-    clock.now = today - timedelta(seconds=1)  # an intent just before midnight ...
+    clock.set(today - timedelta(seconds=1))  # an intent just before midnight ...
     ledger.intent(cycle_id="c2", batch=make_batch("late"), action="delete", rule="canceled_stale")
-    clock.now = today + timedelta(seconds=1)  # ... answered just after: deleted today
+    clock.set(today + timedelta(seconds=1))  # ... answered just after: deleted today
     ledger.outcome(
         cycle_id="c2",
         batch_id="late",
