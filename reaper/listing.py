@@ -3,22 +3,23 @@
 The one listing path of the reaper: the cycle, ``reaper plan`` and ``reaper explain`` all call
 ``plan_workspace``. Every check of a listing as a whole belongs here, before the plan is
 finished: if any page cannot be read the plan is made with ``complete=False`` (it acts on
-nothing: fail closed) and ``Listing.failure`` says why. Memory stays O(actions), whatever the
-number listed, unless a caller asks to see every page (``on_page``).
+nothing: fail closed) and ``Listing.failure`` says why. Memory stays bounded by the per-run cap
+and keep-last, whatever the number listed (the Planner's), unless a caller keeps what it is
+handed: every decision as it is made (``on_decision``), or every page (``on_page``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from reaper.errors import ApiError
-from reaper.models import Batch, ModelError
+from reaper.models import Batch, Hold, ModelError
 from reaper.outcomes import ListingFailure
-from reaper.policy import Plan, Planner, Policy
+from reaper.policy import Decision, Plan, Planner, Policy
 from reaper.progress import Progress
 
 
@@ -59,7 +60,8 @@ async def plan_workspace(
     now: datetime,
     *,
     progress: Progress | None = None,
-    record_kept: bool = False,
+    holds: Mapping[str, Hold] | None = None,
+    on_decision: Callable[[Decision], None] | None = None,
     on_page: Callable[[list[Batch]], None] | None = None,
 ) -> Listing:
     """List every page of ``workspace``, feed each to a Planner, and return the finished plan.
@@ -69,7 +71,7 @@ async def plan_workspace(
     judged by its age when the listing began, which errs on the side of keeping it.
     """
     started = time.monotonic()
-    planner = Planner(policy, now, workspace=workspace, record_kept=record_kept)
+    planner = Planner(policy, now, workspace=workspace, holds=holds, on_decision=on_decision)
     pages = listed = 0
     error: ApiError | ModelError | None = None
     try:

@@ -70,12 +70,14 @@ class ListingFailure:
 
 @dataclass(frozen=True, slots=True)
 class SafetyStop:
-    """A workspace where the fraction guard stopped every deletion."""
+    """A workspace where a fraction guard stopped every cancel and delete."""
 
     workspace: str | None
     planned_deletes: int
     listed: int
     max_delete_fraction: float
+    reasons: tuple[str, ...] = ("delete_fraction",)  # the guards that tripped
+    detail: str = ""  # which guard stopped what, with the numbers
 
 
 # repr=False: the generated repr spells out every Decision of every plan (~150 MB for 100,000
@@ -179,12 +181,7 @@ def _summary_sentences(report: CycleReport) -> Iterable[str]:
     if kept:
         yield f"{kept:,} kept because their results are gone and REAPER_ARCHIVE_MISSING=keep."
     for stop in report.safety_stops:
-        share = stop.planned_deletes / stop.listed if stop.listed else 0.0
-        yield (
-            f"SAFETY STOP in workspace {workspace_label(stop.workspace)}: {stop.planned_deletes:,}"
-            f" of {stop.listed:,} listed batches ({share:.0%}) were due for deletion, more than"
-            f" REAPER_MAX_DELETE_FRACTION={stop.max_delete_fraction:g}; nothing was deleted there."
-        )
+        yield f"SAFETY STOP in workspace {workspace_label(stop.workspace)}: {stop.detail}."
     for lf in report.listing_failures:
         yield (
             f"LISTING FAILED in workspace {workspace_label(lf.workspace)} after"

@@ -4,6 +4,7 @@ Pure: no I/O, no clock (``now`` is an argument), no logging. For each batch the 
 rule wins:
 
 1. ``protected``: its id is in ``REAPER_PROTECT_IDS`` -> keep;
+1b. ``held``: it has an active hold (``now < until``) -> keep; expired holds are ignored;
 2. ``min_age``: created less than ``REAPER_MIN_AGE`` ago -> keep (exactly ``min_age`` old is not
    protected by this rule);
 3. ``stale``: ``in_progress`` and created at least ``REAPER_CANCEL_STALE_AFTER`` ago -> cancel;
@@ -12,6 +13,8 @@ rule wins:
    ended batches listed (protected and young ones included: the SPEC ranks "the batches ended at
    listing time", not the ones left after rules 1-2), ties in ``created_at`` broken by id (the
    greater id counts as more recent) -> keep;
+5b. ``canceled_stale``: ``ended``, ``REAPER_DELETE_CANCELED``, ``cancel_initiated_at`` set and at
+   least ``REAPER_CANCEL_STALE_AFTER`` after ``created_at`` -> delete, eligible since ``ended_at``;
 6. ``failed_retention``: ``ended`` with errored + expired > 0 and ``ended_at`` at least
    ``REAPER_DELETE_FAILED_AFTER`` ago -> delete;
 7. ``ended_retention``: ``ended`` with no errored or expired request and ``ended_at`` at least
@@ -20,66 +23,53 @@ rule wins:
    batch without ``ended_at`` is ``retained``: it cannot be aged).
 
 A threshold of ``None`` ("never") switches its rule off. Then the guards, per workspace: an
-incomplete listing acts on nothing; the fraction guard (planned deletes / listed > fraction ->
-no deletes, a safety stop); the per-run cap (cancels first, then deletes most overdue first; 0
+incomplete listing acts on nothing; the two fraction guards (planned deletes, every stale cancel
+counted as one when ``delete_canceled``, over the batches listed; cancels over the ``in_progress``
+batches listed): either one tripping is a safety stop that withholds every cancel and delete; then
+the per-run cap, which counts batches acted on (cancels first, then deletes most overdue first; 0
 acts on nothing).
+
+Memory is bounded by what a cycle acts on, not by the listing (issue 16): the cap's worth of the
+most urgent actions, keep-last's N, counts, and fixed-size samples. Every decision can be streamed
+out as it is made (``on_decision``) by whoever needs them all (``plan --json``, ``explain``).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
-from fractions import Fraction
-from typing import Final, Protocol
+from typing import Protocol, TypeAlias
 
-from reaper.models import CANCELING, ENDED, IN_PROGRESS, KNOWN_STATUSES, Batch
+from reaper.decisions import (
+    RULE_ACTION,
+    SAMPLE_SIZE,
+    Action,
+    Decision,
+    Plan,
+    Rule,
+)
+from reaper.guards import Guard, StopReason, exceeds_fraction, tripped
+from reaper.models import CANCELING, ENDED, IN_PROGRESS, KNOWN_STATUSES, Batch, Hold
 
-
-class Action(StrEnum):
-    """What the reaper does with a batch."""
-
-    KEEP = "keep"
-    CANCEL = "cancel"
-    DELETE = "delete"
-
-
-class Rule(StrEnum):
-    """The rule that decided; declaration order is SPEC section 3's order."""
-
-    PROTECTED = "protected"
-    MIN_AGE = "min_age"
-    STALE = "stale"
-    NOT_ENDED = "not_ended"
-    KEEP_LAST = "keep_last"
-    FAILED_RETENTION = "failed_retention"
-    ENDED_RETENTION = "ended_retention"
-    RETAINED = "retained"
-    UNKNOWN_STATUS = "unknown_status"
-
-
-# Every rule leads to exactly one action.
-RULE_ACTION: Final[Mapping[Rule, Action]] = {
-    Rule.PROTECTED: Action.KEEP,
-    Rule.MIN_AGE: Action.KEEP,
-    Rule.STALE: Action.CANCEL,
-    Rule.NOT_ENDED: Action.KEEP,
-    Rule.KEEP_LAST: Action.KEEP,
-    Rule.FAILED_RETENTION: Action.DELETE,
-    Rule.ENDED_RETENTION: Action.DELETE,
-    Rule.RETAINED: Action.KEEP,
-    Rule.UNKNOWN_STATUS: Action.KEEP,
-}
-
-
-class StopReason(StrEnum):
-    """Why a workspace's plan acts on less than its decisions say."""
-
-    INCOMPLETE_LISTING = "incomplete_listing"  # a page could not be read: act on nothing
-    SAFETY_STOP = "safety_stop"  # the fraction guard tripped: delete nothing
+# Re-exported: the policy's vocabulary, importable from here as before.
+__all__ = [
+    "RULE_ACTION",
+    "SAMPLE_SIZE",
+    "Action",
+    "Decision",
+    "Guard",
+    "Plan",
+    "Planner",
+    "Policy",
+    "PolicySettings",
+    "Rule",
+    "StopReason",
+    "exceeds_fraction",
+    "plan",
+]
 
 
 class PolicySettings(Protocol):
@@ -101,6 +91,10 @@ class PolicySettings(Protocol):
     def max_actions_per_run(self) -> int: ...
     @property
     def max_delete_fraction(self) -> float: ...
+    @property
+    def delete_canceled(self) -> bool: ...
+    @property
+    def max_cancel_fraction(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +109,8 @@ class Policy:
     delete_ended_after: timedelta | None = timedelta(days=7)
     max_actions_per_run: int = 10_000
     max_delete_fraction: float = 1.0
+    delete_canceled: bool = True
+    max_cancel_fraction: float = 1.0
 
     @classmethod
     def from_settings(cls, settings: PolicySettings) -> Policy:
@@ -128,76 +124,30 @@ class Policy:
             delete_ended_after=settings.delete_ended_after,
             max_actions_per_run=settings.max_actions_per_run,
             max_delete_fraction=settings.max_delete_fraction,
+            delete_canceled=settings.delete_canceled,
+            max_cancel_fraction=settings.max_cancel_fraction,
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The action for one batch and the rule that chose it.
-
-    ``eligible_at`` is when the batch became eligible for its action: ``ended_at`` + retention for
-    a delete, ``created_at`` + the stale threshold for a cancel, None for a keep.
-    """
-
-    batch: Batch
-    action: Action
-    rule: Rule
-    eligible_at: datetime | None = None
+# An action while planning: (0 cancel / 1 delete, eligible_at, id, seq, rule, batch). Plain
+# tuples sort natively in priority order (cancels first, then the most overdue; the id settles
+# ties so the order never depends on the listing's; seq makes every entry distinct).
+_Entry: TypeAlias = tuple[int, datetime, str, int, Rule, Batch]
 
 
-@dataclass(frozen=True)
-class Plan:
-    """The decisions for one workspace's listing, after the guards.
-
-    ``cancels`` and ``deletes`` are what to act on now (sorted most overdue first), ``deferred``
-    what the per-run cap pushed to later cycles (in priority order), ``withheld`` what a stop held
-    back (every action for an incomplete listing, the deletes for a safety stop); none of these
-    overlap. ``decision_counts`` counts every listed batch, whatever the guards did.
-    """
-
-    workspace: str | None
-    now: datetime
-    listed: int
-    decision_counts: Mapping[tuple[Action, Rule], int]
-    status_counts: Mapping[str, int]
-    oldest_created: Mapping[str, datetime]
-    cancels: tuple[Decision, ...] = ()
-    deletes: tuple[Decision, ...] = ()
-    deferred: tuple[Decision, ...] = ()
-    withheld: tuple[Decision, ...] = ()
-    kept: tuple[Decision, ...] = ()
-    stop: StopReason | None = None
-    unknown_statuses: tuple[Batch, ...] = ()
-    # The guard thresholds this plan was made with, for reports.
-    max_delete_fraction: float = 1.0
-    max_actions_per_run: int = 10_000
-
-    def count(self, action: Action) -> int:
-        """Return how many batches the policy decided ``action`` for (before the guards)."""
-        return sum(n for (a, _), n in self.decision_counts.items() if a is action)
-
-    @property
-    def actionable(self) -> tuple[Decision, ...]:
-        """Return every cancel and delete decision, whatever the guards did, in priority order."""
-        return _priority_order((*self.cancels, *self.deletes, *self.deferred, *self.withheld))
-
-
-def _priority_key(decision: Decision) -> tuple[int, datetime, str]:
-    # Cancels first (an in_progress batch keeps costing), then the most overdue.
-    assert decision.eligible_at is not None
-    return (0 if decision.action is Action.CANCEL else 1, decision.eligible_at, decision.batch.id)
-
-
-def _priority_order(decisions: Iterable[Decision]) -> tuple[Decision, ...]:
-    return tuple(sorted(decisions, key=_priority_key))
+def _decision(entry: _Entry) -> Decision:
+    kind, eligible, _, _, rule, batch = entry
+    return Decision(batch, Action.CANCEL if kind == 0 else Action.DELETE, rule, eligible)
 
 
 class Planner:
-    """Decide batch by batch as pages arrive; independent of the listing's order.
+    """Decide batch by batch as pages arrive; independent of the listing's order and paging.
 
-    Memory is O(actions + keep_last): keep-last ranks through a bounded min-heap of the
-    ``keep_last`` most recently created ended batches, and a batch pushed out of it is decided
-    under rules 6-8 at once. Kept batches are only counted, not stored, unless ``record_kept``.
+    Memory is O(cap + keep_last + SAMPLE_SIZE), whatever the number listed: actions go to a
+    buffer that is cut back to the cap's most urgent whenever it holds twice that (the cut ones are
+    counted as deferred and the most urgent of them sampled); keep-last ranks through a bounded
+    min-heap of the ``keep_last`` most recently created ended batches, and a batch pushed out of
+    it is decided under rules 5b-8 at once. ``on_decision`` sees every decision as it is made.
     """
 
     def __init__(
@@ -206,11 +156,15 @@ class Planner:
         now: datetime,
         *,
         workspace: str | None = None,
-        record_kept: bool = False,
+        holds: Mapping[str, Hold] | None = None,
+        on_decision: Callable[[Decision], None] | None = None,
     ) -> None:
         self.policy = policy
         self.now = now
         self.workspace = workspace
+        self._emit = on_decision
+        # Only active holds keep a batch; an expired one is ignored (the shell logs it).
+        self._held = frozenset(i for i, hold in (holds or {}).items() if hold.active(now))
         # Thresholds as instants, so each rule is one datetime comparison:
         # age < min_age  <=>  created_at > now - min_age, and so on.
         self._young_after = now - policy.min_age
@@ -222,11 +176,12 @@ class Planner:
         self._rule_counts: dict[Rule, int] = dict.fromkeys(Rule, 0)
         self._status_counts: dict[str, int] = {}
         self._oldest: dict[str, datetime] = {}
-        # Actions as plain tuples (eligible_at, id, seq, rule, batch): they sort natively, and
-        # Decision objects are built once, in finish.
-        self._actions: list[tuple[datetime, str, int, Rule, Batch]] = []
-        self._kept: list[tuple[Rule, Batch]] | None = [] if record_kept else None
-        self._unknown: list[Batch] = []
+        self._cap = max(0, policy.max_actions_per_run)
+        self._limit = 2 * self._cap + 16  # the buffer is cut back to the cap at this size
+        self._actions: list[_Entry] = []
+        self._deferred: dict[tuple[Action, Rule], int] = {}
+        self._sample: list[_Entry] = []
+        self._unknown: list[tuple[datetime, str, Batch]] = []
         self._heap: list[tuple[datetime, str, int, Batch]] = []
         self._finished = False
 
@@ -236,21 +191,15 @@ class Planner:
             raise RuntimeError("Planner.add after finish")
         # Locals and one inlined loop body: this runs once per listed batch, millions per cycle.
         policy = self.policy
-        protect = policy.protect_ids
+        protect, held, emit = policy.protect_ids, self._held, self._emit
         young_after = self._young_after
-        stale_by = self._stale_by
-        stale_after = policy.cancel_stale_after
+        stale_by, stale_after = self._stale_by, policy.cancel_stale_after
+        canceled_after = stale_after if policy.delete_canceled else None
         failed_by, failed_after = self._failed_by, policy.delete_failed_after
         ended_by, ended_after = self._ended_by, policy.delete_ended_after
-        keep_last = policy.keep_last
-        heap = self._heap
-        seq = self._seq
-        status_counts = self._status_counts
-        oldest = self._oldest
-        rule_counts = self._rule_counts
-        actions = self._actions
-        kept = self._kept
-        unknown = self._unknown
+        keep_last, heap, seq = policy.keep_last, self._heap, self._seq
+        status_counts, oldest, rule_counts = self._status_counts, self._oldest, self._rule_counts
+        actions, limit = self._actions, self._limit
         listed = 0
         for batch in batches:
             listed += 1
@@ -264,165 +213,162 @@ class Planner:
                 status_counts[status] = seen + 1
                 if created < oldest[status]:
                     oldest[status] = created
+            entry: _Entry | None = None
             if status == ENDED:
                 if keep_last:
                     # The heap holds the keep_last most recent; whoever falls out of it (this
                     # batch or an earlier one) is decided now, as not among the keep-last.
-                    entry = (created, batch.id, next(seq), batch)
+                    ranked = (created, batch.id, next(seq), batch)
                     if len(heap) < keep_last:
-                        heapq.heappush(heap, entry)
+                        heapq.heappush(heap, ranked)
                         continue
-                    if entry > heap[0]:
-                        entry = heapq.heapreplace(heap, entry)
-                        batch = entry[3]
-                        created = entry[0]
+                    if ranked > heap[0]:
+                        ranked = heapq.heapreplace(heap, ranked)
+                        batch = ranked[3]
+                        created = ranked[0]
                 if batch.id in protect:
                     rule = Rule.PROTECTED
+                elif batch.id in held:
+                    rule = Rule.HELD
                 elif created > young_after:
                     rule = Rule.MIN_AGE
                 elif (ended_at := batch.ended_at) is None:
                     rule = Rule.RETAINED
+                elif (
+                    canceled_after is not None
+                    and (initiated := batch.cancel_initiated_at) is not None
+                    and initiated - created >= canceled_after
+                ):
+                    rule = Rule.CANCELED_STALE
+                    entry = (1, ended_at, batch.id, next(seq), rule, batch)
                 elif batch.request_counts.errored or batch.request_counts.expired:
+                    rule = Rule.RETAINED
                     if failed_by is not None and ended_at <= failed_by:
                         assert failed_after is not None
-                        rule_counts[Rule.FAILED_RETENTION] += 1
-                        actions.append(
-                            (
-                                ended_at + failed_after,
-                                batch.id,
-                                next(seq),
-                                Rule.FAILED_RETENTION,
-                                batch,
-                            )
-                        )
-                        continue
-                    rule = Rule.RETAINED
+                        rule = Rule.FAILED_RETENTION
+                        entry = (1, ended_at + failed_after, batch.id, next(seq), rule, batch)
                 elif ended_by is not None and ended_at <= ended_by:
                     assert ended_after is not None
-                    rule_counts[Rule.ENDED_RETENTION] += 1
-                    actions.append(
-                        (ended_at + ended_after, batch.id, next(seq), Rule.ENDED_RETENTION, batch)
-                    )
-                    continue
+                    rule = Rule.ENDED_RETENTION
+                    entry = (1, ended_at + ended_after, batch.id, next(seq), rule, batch)
                 else:
                     rule = Rule.RETAINED
-            elif batch.id in protect:
-                rule = Rule.PROTECTED
-            elif created > young_after:
-                rule = Rule.MIN_AGE
-            elif status == IN_PROGRESS:
-                if stale_by is not None and created <= stale_by:
-                    assert stale_after is not None
-                    rule_counts[Rule.STALE] += 1
-                    actions.append((created + stale_after, batch.id, next(seq), Rule.STALE, batch))
-                    continue
-                rule = Rule.NOT_ENDED
-            elif status == CANCELING:
-                rule = Rule.NOT_ENDED
             else:
-                rule = Rule.UNKNOWN_STATUS
-            if status not in KNOWN_STATUSES:
-                unknown.append(batch)
+                if status not in KNOWN_STATUSES:
+                    self._unknown.append((created, batch.id, batch))
+                if batch.id in protect:
+                    rule = Rule.PROTECTED
+                elif batch.id in held:
+                    rule = Rule.HELD
+                elif created > young_after:
+                    rule = Rule.MIN_AGE
+                elif status == IN_PROGRESS:
+                    rule = Rule.NOT_ENDED
+                    if stale_by is not None and created <= stale_by:
+                        assert stale_after is not None
+                        rule = Rule.STALE
+                        entry = (0, created + stale_after, batch.id, next(seq), rule, batch)
+                elif status == CANCELING:
+                    rule = Rule.NOT_ENDED
+                else:
+                    rule = Rule.UNKNOWN_STATUS
             rule_counts[rule] += 1
-            if kept is not None:
-                kept.append((rule, batch))
+            if entry is not None:
+                actions.append(entry)
+                if len(actions) >= limit:
+                    self._cut()
+                if emit is not None:
+                    emit(_decision(entry))
+            elif emit is not None:
+                emit(Decision(batch, RULE_ACTION[rule], rule))
         self._listed += listed
+        if len(self._unknown) > 2 * SAMPLE_SIZE:
+            self._unknown.sort()
+            del self._unknown[SAMPLE_SIZE:]
+
+    def _cut(self) -> None:
+        """Keep the cap's most urgent actions; count the rest as deferred, sample the first."""
+        actions, cap = self._actions, self._cap
+        actions.sort()
+        cut = actions[cap:]
+        del actions[cap:]
+        deferred = self._deferred
+        for kind, _, _, _, rule, _ in cut:
+            key = (Action.CANCEL if kind == 0 else Action.DELETE, rule)
+            deferred[key] = deferred.get(key, 0) + 1
+        self._sample = heapq.nsmallest(SAMPLE_SIZE, itertools.chain(self._sample, cut))
 
     def _keep(self, rule: Rule, batch: Batch) -> None:
         self._rule_counts[rule] += 1
-        if self._kept is not None:
-            self._kept.append((rule, batch))
+        if self._emit is not None:
+            self._emit(Decision(batch, Action.KEEP, rule))
 
     def finish(self, *, complete: bool = True) -> Plan:
         """Decide the keep-last survivors, apply the guards and return the plan."""
         if self._finished:
             raise RuntimeError("Planner.finish called twice")
         self._finished = True
-        for created, batch_id, _, batch in self._heap:
+        for created, batch_id, _, batch in sorted(self._heap):
             if batch_id in self.policy.protect_ids:
                 self._keep(Rule.PROTECTED, batch)
+            elif batch_id in self._held:
+                self._keep(Rule.HELD, batch)
             elif created > self._young_after:
                 self._keep(Rule.MIN_AGE, batch)
             else:
                 self._keep(Rule.KEEP_LAST, batch)
         self._heap.clear()
-
-        # Most overdue first; the id settles ties so the order never depends on the listing's.
-        self._actions.sort()
-        cancels = tuple(
-            [
-                Decision(batch, Action.CANCEL, rule, eligible)
-                for eligible, _, _, rule, batch in self._actions
-                if rule is Rule.STALE
-            ]
-        )
-        deletes = tuple(
-            [
-                Decision(batch, Action.DELETE, rule, eligible)
-                for eligible, _, _, rule, batch in self._actions
-                if rule is not Rule.STALE
-            ]
-        )
+        self._cut()
+        chosen = [_decision(entry) for entry in self._actions]
         self._actions.clear()
-        withheld: tuple[Decision, ...] = ()
-        deferred: tuple[Decision, ...] = ()
-        stop: StopReason | None = None
-        if not complete:
-            stop = StopReason.INCOMPLETE_LISTING
-            withheld, cancels, deletes = (*cancels, *deletes), (), ()
-        else:
-            if deletes and exceeds_fraction(
-                len(deletes), self._listed, self.policy.max_delete_fraction
-            ):
-                stop = StopReason.SAFETY_STOP
-                withheld, deletes = deletes, ()
-            # Cancels first: a stale in_progress batch keeps costing; then the deletes.
-            cap = self.policy.max_actions_per_run
-            queue = (*cancels, *deletes)
-            if len(queue) > cap:
-                deferred = queue[cap:]
-                cancels = cancels[:cap]
-                deletes = deletes[: max(0, cap - len(cancels))]
-
-        kept: tuple[Decision, ...] = ()
-        if self._kept is not None:
-            self._kept.sort(key=lambda item: (item[1].created_at, item[1].id))
-            kept = tuple(Decision(batch, Action.KEEP, rule) for rule, batch in self._kept)
-        unknown = tuple(sorted(self._unknown, key=lambda b: (b.created_at, b.id)))
+        counts = {(RULE_ACTION[rule], rule): n for rule, n in self._rule_counts.items() if n}
+        policy = self.policy
+        guards = tripped(
+            cancels=counts.get((Action.CANCEL, Rule.STALE), 0),
+            deletes=sum(n for (action, _), n in counts.items() if action is Action.DELETE),
+            listed=self._listed,
+            in_progress=self._status_counts.get(IN_PROGRESS, 0),
+            max_delete_fraction=policy.max_delete_fraction,
+            max_cancel_fraction=policy.max_cancel_fraction,
+            delete_canceled=policy.delete_canceled,
+        )
+        stop = None
+        if not complete or guards:
+            # A stop withholds every cancel and every delete of the workspace.
+            stop = StopReason.SAFETY_STOP if complete else StopReason.INCOMPLETE_LISTING
+        acting = () if stop is not None else tuple(chosen)
         return Plan(
             workspace=self.workspace,
             now=self.now,
             listed=self._listed,
-            decision_counts={
-                (RULE_ACTION[rule], rule): n for rule, n in self._rule_counts.items() if n
-            },
+            decision_counts=counts,
             status_counts=dict(self._status_counts),
             oldest_created=dict(self._oldest),
-            cancels=cancels,
-            deletes=deletes,
-            deferred=deferred,
-            withheld=withheld,
-            kept=kept,
+            cancels=tuple(d for d in acting if d.action is Action.CANCEL),
+            deletes=tuple(d for d in acting if d.action is Action.DELETE),
+            deferred_counts={} if stop is not None else _sorted_counts(self._deferred),
+            deferred_sample=() if stop is not None else tuple(map(_decision, self._sample)),
+            withheld_counts={k: n for k, n in counts.items() if k[0] is not Action.KEEP}
+            if stop is not None
+            else {},
+            withheld=tuple(chosen) if stop is not None else (),
             stop=stop,
-            unknown_statuses=unknown,
-            max_delete_fraction=self.policy.max_delete_fraction,
-            max_actions_per_run=self.policy.max_actions_per_run,
+            tripped=guards if complete else (),
+            unknown_sample=tuple(b for _, _, b in sorted(self._unknown)[:SAMPLE_SIZE]),
+            max_delete_fraction=policy.max_delete_fraction,
+            max_actions_per_run=policy.max_actions_per_run,
+            max_cancel_fraction=policy.max_cancel_fraction,
+            delete_canceled=policy.delete_canceled,
         )
+
+
+def _sorted_counts(counts: Mapping[tuple[Action, Rule], int]) -> dict[tuple[Action, Rule], int]:
+    order = {rule: i for i, rule in enumerate(Rule)}
+    return dict(sorted(counts.items(), key=lambda item: order[item[0][1]]))
 
 
 def _before(now: datetime, threshold: timedelta | None) -> datetime | None:
     return None if threshold is None else now - threshold
-
-
-def exceeds_fraction(deletes: int, listed: int, fraction: float) -> bool:
-    """Return whether ``deletes / listed > fraction``, exactly (0.3 means three tenths).
-
-    The float goes through its shortest decimal form, so ``3 / 10 > 0.3`` is false as a user
-    reading ``REAPER_MAX_DELETE_FRACTION=0.3`` expects, not true as binary floating point says.
-    """
-    if listed <= 0:
-        return False
-    return Fraction(deletes, listed) > Fraction(repr(fraction))
 
 
 def plan(
@@ -431,10 +377,11 @@ def plan(
     policy: Policy,
     *,
     workspace: str | None = None,
+    holds: Mapping[str, Hold] | None = None,
     complete: bool = True,
-    record_kept: bool = False,
+    on_decision: Callable[[Decision], None] | None = None,
 ) -> Plan:
     """Plan a whole listing at once (a Planner fed in one go)."""
-    planner = Planner(policy, now, workspace=workspace, record_kept=record_kept)
+    planner = Planner(policy, now, workspace=workspace, holds=holds, on_decision=on_decision)
     planner.add(batches)
     return planner.finish(complete=complete)

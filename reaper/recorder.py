@@ -16,6 +16,7 @@ from typing import Final
 import structlog
 from prometheus_client import Gauge
 
+from reaper.explain import stop_text
 from reaper.listing import Listing
 from reaper.logs import Redactor
 from reaper.metrics import Metrics, workspace_label
@@ -125,7 +126,7 @@ class Recorder:
             statuses=dict(sorted(plan.status_counts.items())),
             cancels=len(plan.cancels),
             deletes=len(plan.deletes),
-            deferred=len(plan.deferred),
+            deferred=plan.deferred,
             stop=None if plan.stop is None else plan.stop.value,
             seconds=listing.seconds,
         )
@@ -167,47 +168,57 @@ class Recorder:
             self.metrics.oldest_batch_age.remove(ws, status)
         for (action, rule), n in plan.decision_counts.items():
             self.metrics.decisions.labels(ws, action.value, rule.value).inc(n)
-        if plan.unknown_statuses:
-            unknown = Counter(b.processing_status for b in plan.unknown_statuses)
+        if plan.unknown_count:
+            unknown = {s: n for s, n in plan.status_counts.items() if s not in KNOWN_STATUSES}
             log.warning(
                 "batch.unknown_status",
                 workspace=ws,
-                count=len(plan.unknown_statuses),
-                statuses=dict(unknown),
-                ids=[b.id for b in plan.unknown_statuses[:ID_SAMPLE]],
+                count=plan.unknown_count,
+                statuses=unknown,
+                ids=[b.id for b in plan.unknown_sample[:ID_SAMPLE]],
                 consequence="kept",
             )
 
     def _guards(self, plan: Plan) -> None:
         if plan.stop is StopReason.SAFETY_STOP:
-            planned = plan.count(Action.DELETE)
+            planned = plan.fraction_deletes
+            cancels = plan.count(Action.CANCEL)
             stop = SafetyStop(
                 workspace=self.workspace,
                 planned_deletes=planned,
                 listed=plan.listed,
                 max_delete_fraction=plan.max_delete_fraction,
+                reasons=tuple(str(guard) for guard in plan.tripped),
+                detail=stop_text(plan),
             )
             self.tally.safety_stops.append(stop)
-            self.metrics.safety_stops.labels(self.label, "delete_fraction").inc()
+            for guard in plan.tripped:
+                self.metrics.safety_stops.labels(self.label, str(guard)).inc()
             log.warning(
                 "safety.stop",
                 workspace=self.label,
+                reasons=list(stop.reasons),
                 planned_deletes=planned,
                 listed=plan.listed,
                 fraction=round(planned / plan.listed, 4) if plan.listed else 0.0,
                 max_delete_fraction=plan.max_delete_fraction,
-                consequence="no deletion in this workspace this cycle",
+                planned_cancels=cancels,
+                in_progress=plan.in_progress,
+                cancel_fraction=round(cancels / plan.in_progress, 4) if plan.in_progress else 0.0,
+                max_cancel_fraction=plan.max_cancel_fraction,
+                consequence="no cancel and no delete in this workspace this cycle",
             )
         if plan.deferred:
-            for d in plan.deferred:
-                self.count(d, ActionOutcome.DEFERRED)
+            for (action, rule), n in plan.deferred_counts.items():
+                self.tally.counts[(action, rule, ActionOutcome.DEFERRED)] += n
+                self.metrics.actions.labels(self.label, action.value, "deferred").inc(n)
             log.warning(
                 "actions.deferred",
                 workspace=self.label,
-                cancels=sum(1 for d in plan.deferred if d.action is Action.CANCEL),
-                deletes=sum(1 for d in plan.deferred if d.action is Action.DELETE),
+                cancels=sum(n for (a, _), n in plan.deferred_counts.items() if a is Action.CANCEL),
+                deletes=sum(n for (a, _), n in plan.deferred_counts.items() if a is Action.DELETE),
                 max_actions_per_run=plan.max_actions_per_run,
-                ids=[d.batch.id for d in plan.deferred[:ID_SAMPLE]],
+                ids=[d.batch.id for d in plan.deferred_sample[:ID_SAMPLE]],
             )
 
     def record_dry_run(self, plan: Plan, *, then_delete: bool) -> None:

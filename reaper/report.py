@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any, Final
 
 from reaper.durations import format_age
-from reaper.explain import Explanation
-from reaper.models import format_time
-from reaper.policy import Action, Decision, Plan, Rule, StopReason, exceeds_fraction
+from reaper.explain import Explanation, rule_number, stop_text
+from reaper.models import KNOWN_STATUSES, format_time
+from reaper.policy import Action, Decision, Plan, Rule, StopReason
 
 _ACTION_ORDER: Final = {Action.CANCEL: 0, Action.DELETE: 1, Action.KEEP: 2}
 DEFAULT_WORKSPACE_LABEL: Final = "default"
@@ -43,18 +43,19 @@ def decision_record(decision: Decision, workspace: str | None = None) -> dict[st
     }
 
 
-def _guarded(plan: Plan) -> dict[str, str]:
-    """Map the id of every action the guards held back to what happened to it."""
-    notes = {d.batch.id: "deferred" for d in plan.deferred}
-    notes.update({d.batch.id: f"withheld: {plan.stop}" for d in plan.withheld})
-    return notes
+def guarded_actions(plan: Plan) -> Iterator[tuple[Decision, str]]:
+    """Yield the actions the plan names, in priority order, with what the guards did to each."""
+    for decision in (*plan.cancels, *plan.deletes):
+        yield decision, ""
+    for decision in plan.withheld:
+        yield decision, f"withheld: {plan.stop}"
+    for decision in plan.deferred_sample:
+        yield decision, "deferred"
 
 
-def plan_decisions(plan: Plan, *, include_kept: bool = False) -> Iterator[Decision]:
-    """Yield the plan's cancel and delete decisions in priority order, then the kept ones."""
-    yield from plan.actionable
-    if include_kept:
-        yield from plan.kept
+def json_row(decision: Decision, workspace: str | None) -> str:
+    """Return one line of ``plan --json``: the decision's record."""
+    return json.dumps(decision_record(decision, workspace))
 
 
 def _counts(plans: Sequence[Plan]) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
@@ -99,50 +100,58 @@ def summary_record(plans: Sequence[Plan]) -> dict[str, Any]:
             "cancel": sum(len(plan.cancels) for plan in plans),
             "delete": sum(len(plan.deletes) for plan in plans),
         },
-        "deferred": sum(len(plan.deferred) for plan in plans),
-        "withheld": sum(len(plan.withheld) for plan in plans),
-        "unknown_statuses": sum(len(plan.unknown_statuses) for plan in plans),
+        "deferred": sum(plan.deferred for plan in plans),
+        "withheld": sum(plan.withheld_total for plan in plans),
+        "unknown_statuses": sum(plan.unknown_count for plan in plans),
         "workspaces": [
             {
                 "workspace": plan.workspace,
                 "listed": plan.listed,
                 "stop": None if plan.stop is None else str(plan.stop),
+                "tripped": [str(guard) for guard in plan.tripped],
                 "by_action_rule": _counts([plan])[2],
-                "deferred": len(plan.deferred),
-                "withheld": len(plan.withheld),
+                "deferred": plan.deferred,
+                "withheld": plan.withheld_total,
             }
             for plan in plans
         ],
     }
 
 
-def plan_json_lines(plans: Sequence[Plan], *, include_kept: bool = False) -> Iterator[str]:
-    """Yield ``plan --json``'s lines: one object per decision, then the summary object."""
-    for plan in plans:
-        for decision in plan_decisions(plan, include_kept=include_kept):
-            yield json.dumps(decision_record(decision, plan.workspace))
-    yield json.dumps(summary_record(plans))
+def summary_line(plans: Sequence[Plan]) -> str:
+    """Return the last line of ``plan --json``: the summary object."""
+    return json.dumps(summary_record(plans))
 
 
-def format_plan_table(plans: Sequence[Plan], *, include_kept: bool = False) -> str:
-    """Return a table of the actions (``include_kept``: every batch), then the summary."""
+def format_plan_table(
+    plans: Sequence[Plan],
+    *,
+    kept: Sequence[tuple[Plan, Decision]] = (),
+    kept_more: int = 0,
+    include_kept: bool = False,
+) -> str:
+    """Return a table of the actions, then the summary.
+
+    The actions are the plan's own, in priority order: those acted on (or withheld by a stop)
+    and the first deferred ones; a line says how many more are deferred. ``kept`` (``--all``)
+    adds kept batches, ``kept_more`` how many more were left out of the table.
+    """
     header = ("ID", "WORKSPACE", "STATUS", "AGE", "ACTION", "RULE", "GUARD")
     rows: list[tuple[str, ...]] = []
-    for plan in plans:
-        notes = _guarded(plan)
-        for decision in plan_decisions(plan, include_kept=include_kept):
-            batch = decision.batch
-            rows.append(
-                (
-                    batch.id,
-                    workspace_name(plan.workspace),
-                    batch.processing_status,
-                    format_age(plan.now - batch.created_at),
-                    str(decision.action),
-                    str(decision.rule),
-                    notes.get(batch.id, ""),
-                )
+    shown = [(plan, d, note) for plan in plans for d, note in guarded_actions(plan)]
+    for plan, decision, note in (*shown, *((plan, d, "") for plan, d in kept)):
+        batch = decision.batch
+        rows.append(
+            (
+                batch.id,
+                workspace_name(plan.workspace),
+                batch.processing_status,
+                format_age(plan.now - batch.created_at),
+                str(decision.action),
+                str(decision.rule),
+                note,
             )
+        )
     lines = []
     if rows:
         widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
@@ -150,6 +159,11 @@ def format_plan_table(plans: Sequence[Plan], *, include_kept: bool = False) -> s
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     else:
         lines.append("No batch to cancel or delete." if not include_kept else "No batch listed.")
+    hidden = sum(plan.deferred - len(plan.deferred_sample) for plan in plans)
+    if hidden:
+        lines.append(f"... and {hidden:,} more deferred actions, not shown")
+    if kept_more:
+        lines.append(f"... and {kept_more:,} more kept batches, not shown (plan --json --all)")
     lines.append("")
     lines.extend(format_plan_summary(plans))
     return "\n".join(lines) + "\n"
@@ -184,29 +198,32 @@ def format_plan_summary(plans: Sequence[Plan]) -> list[str]:
 def guard_lines(plan: Plan) -> list[str]:
     """Describe what the guards did to one workspace's plan."""
     lines = []
-    deletes = plan.count(Action.DELETE)
+    deletes, cancels = plan.fraction_deletes, plan.count(Action.CANCEL)
     if plan.stop is StopReason.INCOMPLETE_LISTING:
         lines.append("guard: the listing was incomplete: nothing would be done")
     elif plan.stop is StopReason.SAFETY_STOP:
-        lines.append(
-            f"guard: SAFETY STOP: {deletes} of {plan.listed} listed would be deleted "
-            f"({deletes / plan.listed:.1%}), more than REAPER_MAX_DELETE_FRACTION="
-            f"{plan.max_delete_fraction}: nothing would be deleted (cancels still go)"
-        )
-    elif deletes and not exceeds_fraction(deletes, plan.listed, plan.max_delete_fraction):
-        lines.append(
-            f"guard: deletes are {deletes / plan.listed:.1%} of the listing, within "
-            f"REAPER_MAX_DELETE_FRACTION={plan.max_delete_fraction}"
-        )
+        lines.append(f"guard: SAFETY STOP: {stop_text(plan)}")
+    else:
+        if deletes:
+            counted = " (stale cancels included)" if cancels and plan.delete_canceled else ""
+            lines.append(
+                f"guard: deletes{counted} are {deletes / plan.listed:.1%} of the listing, "
+                f"within REAPER_MAX_DELETE_FRACTION={plan.max_delete_fraction}"
+            )
+        if cancels:
+            lines.append(
+                f"guard: cancels are {cancels / plan.in_progress:.1%} of the in_progress "
+                f"batches, within REAPER_MAX_CANCEL_FRACTION={plan.max_cancel_fraction}"
+            )
     if plan.deferred:
         lines.append(
-            f"guard: {len(plan.deferred)} actions deferred to later cycles, past "
+            f"guard: {plan.deferred} actions deferred to later cycles, past "
             f"REAPER_MAX_ACTIONS_PER_RUN={plan.max_actions_per_run}"
         )
-    if plan.unknown_statuses:
-        statuses = sorted({b.processing_status for b in plan.unknown_statuses})
+    if plan.unknown_count:
+        statuses = sorted(s for s in plan.status_counts if s not in KNOWN_STATUSES)
         lines.append(
-            f"warning: {len(plan.unknown_statuses)} batches with an unknown status "
+            f"warning: {plan.unknown_count} batches with an unknown status "
             f"({', '.join(statuses)}) are kept"
         )
     return lines
@@ -258,10 +275,11 @@ def format_explanation(explanation: Explanation) -> str:
     lines.append("rules, in order; the first that matches decides:")
     deciding = explanation.deciding
     width = max(len(str(check.rule)) for check in explanation.checks)
-    for number, check in enumerate(explanation.checks, 1):
+    for check in explanation.checks:
+        number = rule_number(check.rule)
         verdict = "MATCH" if check.matched else "no"
         marker = "  <- decides" if check is deciding else ""
         name = str(check.rule).ljust(width)
-        lines.append(f"  {number}. {name}  {verdict.ljust(5)}  {check.reason}{marker}")
+        lines.append(f"  {number.rjust(2)}. {name}  {verdict.ljust(5)}  {check.reason}{marker}")
     lines.append(f"guards: {explanation.guard}")
     return "\n".join(lines) + "\n"

@@ -52,12 +52,21 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "reaper.apikey",
     ),
     ("reaper.explain",),  # pure core: one decision explained
-    ("reaper.policy",),  # pure core: the rules and the guards
+    ("reaper.policy",),  # pure core: the rules, the Planner
+    ("reaper.decisions",),  # pure core: actions, rules, a decision, a workspace's plan
+    ("reaper.guards",),  # pure core: the stops and the fraction guards' arithmetic
     ("reaper.models", "reaper.durations"),  # pure core: batches, durations
     ("reaper",),  # the package itself (its version)
 )
 
-PURE_CORE = ("reaper.explain", "reaper.policy", "reaper.models", "reaper.durations")
+PURE_CORE = (
+    "reaper.explain",
+    "reaper.policy",
+    "reaper.decisions",
+    "reaper.guards",
+    "reaper.models",
+    "reaper.durations",
+)
 IO_PACKAGES = frozenset({"httpx", "structlog", "prometheus_client", "apscheduler"})
 
 

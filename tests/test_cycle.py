@@ -14,7 +14,7 @@ from reaper.archive import ArchiveOutcome, Outcome, ResultsClient
 from reaper.confirm import NOT_FOUND_TOLERANCE
 from reaper.cycle import run_cycle
 from reaper.metrics import Metrics
-from reaper.models import CANCELING, ENDED, IN_PROGRESS, Batch
+from reaper.models import CANCELING, IN_PROGRESS, Batch
 from reaper.outcomes import ActionOutcome, CycleOutcome, CycleReport
 from reaper.policy import Action, Rule
 from reaper.settings import Settings, load_settings
@@ -533,37 +533,64 @@ async def test_after_a_stop_a_batch_already_canceled_is_still_deleted(metrics: M
     assert report.count(Action.DELETE, ActionOutcome.DEFERRED) == 1
 
 
-async def test_fraction_guard_stops_every_delete(metrics: Metrics) -> None:
-    """Deleting 2 of 9 exceeds 0.2: a safety stop, exit 3; the cancel still goes, no delete."""
+async def test_fraction_guard_stops_every_cancel_and_delete(metrics: Metrics) -> None:
+    """2 deletes and a stale cancel (deleted once ended) of 9 exceed 0.2: a safety stop, exit 3;
+    nothing is sent, the cancel included (SPEC section 3: a stop withholds every mutation)."""
     client = FakeClient(population(), clock=FakeClock(), cancel_seconds=1)
     with capture_logs() as logs:
         report = await cycle(
             make_settings(dry_run="false", max_delete_fraction="0.2"), client, metrics
         )
 
-    assert [c[0] for c in client.mutating_calls()] == ["cancel"]
-    assert client.requests_made["retrieve"] == 0  # no delete to follow, so no waiting
-    assert client.store[None]["stale_running"].processing_status in (CANCELING, ENDED)
+    assert client.mutating_calls() == []
+    assert client.requests_made["retrieve"] == 0
+    assert client.store[None]["stale_running"].processing_status == "in_progress"
     assert report.outcome is CycleOutcome.SAFETY_STOP
     assert report.exit_code() == 3
     (stop,) = [e for e in logs if e["event"] == "safety.stop"]
-    assert (stop["planned_deletes"], stop["listed"]) == (2, 9)
+    assert (stop["planned_deletes"], stop["listed"]) == (3, 9)
+    assert stop["reasons"] == ["delete_fraction"]
     assert (
         sample(metrics, "reaper_safety_stops_total", workspace="default", reason="delete_fraction")
         == 1
     )
-    assert "SAFETY STOP in workspace default: 2 of 9 listed batches (22%)" in report.summary_text()
+    assert (
+        "SAFETY STOP in workspace default: 3 of 9 listed batches (33.3%) would be deleted (stale"
+        " cancels included), more than REAPER_MAX_DELETE_FRACTION=0.2: no cancel and no delete"
+        " in this workspace."
+    ) in report.summary_text()
+
+
+async def test_cancel_fraction_guard_stops_the_workspace(metrics: Metrics) -> None:
+    """1 stale of 2 in_progress is 50 %, above REAPER_MAX_CANCEL_FRACTION=0.4: nothing is sent,
+    exit 3, the stop named cancel_fraction in the log, the metric and the summary."""
+    client = FakeClient(population(), clock=FakeClock(), cancel_seconds=1)
+    with capture_logs() as logs:
+        report = await cycle(
+            make_settings(dry_run="false", max_cancel_fraction="0.4"), client, metrics
+        )
+
+    assert client.mutating_calls() == []
+    assert report.exit_code() == 3
+    (stop,) = [e for e in logs if e["event"] == "safety.stop"]
+    assert stop["reasons"] == ["cancel_fraction"]
+    assert (stop["planned_cancels"], stop["in_progress"]) == (1, 2)
+    assert (
+        sample(metrics, "reaper_safety_stops_total", workspace="default", reason="cancel_fraction")
+        == 1
+    )
+    assert "would be canceled, more than REAPER_MAX_CANCEL_FRACTION=0.4" in report.summary_text()
 
 
 async def test_fraction_guard_trips_in_a_dry_run_too(metrics: Metrics) -> None:
-    """A dry run shows the guard would stop the deletes (exit 3) and sends nothing."""
+    """A dry run shows the guard would stop the workspace (exit 3) and sends nothing."""
     client = FakeClient(population(), clock=FakeClock())
     report = await cycle(make_settings(max_delete_fraction="0.2"), client, metrics)
 
     assert client.mutating_calls() == []
     assert report.exit_code() == 3
     assert report.count(Action.DELETE) == 0
-    assert report.count(Action.CANCEL, ActionOutcome.DRY_RUN) == 1
+    assert report.count(Action.CANCEL, ActionOutcome.DRY_RUN) == 0
 
 
 async def test_cap_of_zero_acts_on_nothing(metrics: Metrics) -> None:

@@ -31,7 +31,8 @@ from reaper.report import (
     decision_record,
     format_explanation,
     format_plan_table,
-    plan_json_lines,
+    json_row,
+    summary_line,
     summary_record,
 )
 from reaper.settings import Settings, load_settings
@@ -101,7 +102,8 @@ def test_a_decision_record_has_exactly_the_specs_keys() -> None:
 def test_json_lines_end_with_a_summary_by_action_and_rule() -> None:
     """One object per actionable batch, then {"summary": true, ...} with the counts."""
     result = plan(sample_listing(), NOW, Policy())
-    lines = [json.loads(line) for line in plan_json_lines([result])]
+    lines = [json.loads(json_row(d, None)) for d in result.actionable]
+    lines.append(json.loads(summary_line([result])))
     # Cancels first, then the most overdue delete: msgbatch_old's 7 days ran out 12d 23h ago,
     # msgbatch_failed's 30 days only 9d 23h ago.
     assert [line["id"] for line in lines[:-1]] == [
@@ -124,17 +126,9 @@ def test_json_lines_end_with_a_summary_by_action_and_rule() -> None:
     assert summary["stop"] is None
 
 
-def test_json_lines_with_all_include_the_kept_batches() -> None:
-    """--all: every batch gets a line."""
-    result = plan(sample_listing(), NOW, Policy(), record_kept=True)
-    lines = [json.loads(line) for line in plan_json_lines([result], include_kept=True)]
-    assert len(lines) == 6
-    assert {line["rule"] for line in lines[:-1]} >= {"not_ended", "retained"}
-
-
 def test_the_table_shows_actions_and_the_guards() -> None:
     """Columns id, workspace, status, age, action, rule; deferred ones marked; a summary."""
-    result = plan(sample_listing(), NOW, Policy(max_actions_per_run=1, max_delete_fraction=0.5))
+    result = plan(sample_listing(), NOW, Policy(max_actions_per_run=1, max_delete_fraction=0.6))
     table = format_plan_table([result])
     lines = table.splitlines()
     assert lines[0].split() == ["ID", "WORKSPACE", "STATUS", "AGE", "ACTION", "RULE", "GUARD"]
@@ -156,9 +150,14 @@ def test_the_table_announces_a_safety_stop() -> None:
     """A tripped fraction guard is spelled out with the numbers."""
     result = plan(sample_listing(), NOW, Policy(max_delete_fraction=0.2))
     table = format_plan_table([result])
-    assert "SAFETY STOP: 2 of 5 listed would be deleted (40.0%)" in table
-    assert "withheld: safety_stop" in table
-    assert json.loads(list(plan_json_lines([result]))[-1])["stop"] == "safety_stop"
+    assert (
+        "SAFETY STOP: 3 of 5 listed batches (60.0%) would be deleted (stale cancels included), "
+        "more than REAPER_MAX_DELETE_FRACTION=0.2: no cancel and no delete in this workspace"
+    ) in table
+    assert table.count("withheld: safety_stop") == 3
+    summary = json.loads(summary_line([result]))
+    assert summary["stop"] == "safety_stop"
+    assert summary["workspaces"][0]["tripped"] == ["delete_fraction"]
 
 
 def test_the_summary_aggregates_workspaces_and_keeps_each() -> None:
@@ -180,7 +179,8 @@ def test_an_explanation_reads_rule_by_rule() -> None:
     assert found is not None
     text = format_explanation(found)
     assert "decision: delete (rule ended_retention)" in text
-    assert "  7. ended_retention   MATCH  " in text
+    assert "   7. ended_retention   MATCH  " in text
+    assert "  5b. canceled_stale    no  " in text
     assert text.count("<- decides") == 1
     assert "created 20d ago" in text
     assert "ended 19d 23h ago, at least REAPER_DELETE_ENDED_AFTER=7d" in text
@@ -206,19 +206,19 @@ async def test_plan_json_with_a_fake_listing() -> None:
     assert code == 0
     assert err.getvalue() == ""
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    # Cancels first, then the most overdue delete: msgbatch_old's 7 days ran out 12d 23h ago,
-    # msgbatch_failed's 30 days only 9d 23h ago.
+    # Streamed as the listing is decided (in its order), the summary last.
     assert [line["id"] for line in lines[:-1]] == [
-        "msgbatch_stale",
         "msgbatch_old",
         "msgbatch_failed",
+        "msgbatch_stale",
     ]
     assert all(set(line) == RECORD_KEYS for line in lines[:-1])
+    assert lines[-1]["summary"] is True
 
 
 @pytest.mark.anyio
 async def test_plan_fails_closed_with_one_line_when_a_page_cannot_be_read() -> None:
-    """A listing error: exit 1, one line on stderr, no plan printed."""
+    """A listing error: exit 1, one line on stderr; the rows streamed so far, but no summary."""
     out, err = io.StringIO(), io.StringIO()
     code = await run_plan(
         settings_for(),
@@ -230,7 +230,9 @@ async def test_plan_fails_closed_with_one_line_when_a_page_cannot_be_read() -> N
         client=FakeLister({None: sample_listing()}, fail=True),
     )
     assert code == 1
-    assert out.getvalue() == ""
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [row["id"] for row in rows] == ["msgbatch_old", "msgbatch_failed"]  # page 1's deletes
+    assert not any("summary" in row for row in rows)
     assert err.getvalue() == (
         "reaper: listing failed: list: 500 api_error (request-id req_0123): Internal server error\n"
     )
@@ -296,7 +298,7 @@ async def test_explain_json_gives_every_rule() -> None:
     record = json.loads(out.getvalue())
     assert (record["action"], record["rule"], record["disposition"]) == ("cancel", "stale", "act")
     assert [r["rule"] for r in record["rules"] if r["decides"]] == ["stale"]
-    assert len(record["rules"]) == 8
+    assert len(record["rules"]) == 10  # 1, 1b, 2, 3, 4, 5, 5b, 6, 7, 8
     assert record["dry_run"] is True
     assert record["eligible_at"] == "2026-03-02T08:30:00.000000Z"
 

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from reaper.models import Batch
+from reaper.models import Batch, Hold
 from reaper.policy import (
+    SAMPLE_SIZE,
     Action,
     Decision,
+    Guard,
     Plan,
     Planner,
     Policy,
@@ -20,16 +22,23 @@ from reaper.policy import (
     plan,
 )
 from reaper.settings import load_settings
-from tests.policy_helpers import DAY, HOUR, NOW, SECOND, make_batch, mixed_listing
+from tests.policy_helpers import (
+    DAY,
+    HOUR,
+    NOW,
+    SECOND,
+    kept_rules,
+    make_batch,
+    mixed_listing,
+    plan_all,
+)
 
 POLICY = Policy()  # SPEC defaults: min_age 1h, stale 12h, ended 7d, failed 30d
 
 
 def decide(batch: Batch, policy: Policy = POLICY, *others: Batch) -> Decision:
     """Plan ``batch`` (with ``others`` listed beside it) and return its decision."""
-    result = plan([batch, *others], NOW, policy, record_kept=True)
-    everything = (*result.actionable, *result.kept)
-    return next(d for d in everything if d.batch.id == batch.id)
+    return plan_all([batch, *others], policy)[1][batch.id]
 
 
 CASES = [
@@ -159,6 +168,66 @@ def test_zero_thresholds_act_as_soon_as_possible() -> None:
 # -- precedence collisions
 
 
+def test_an_active_hold_keeps_the_batch_right_after_protected() -> None:
+    """Rule 1b: held until a moment after now keeps a stale or deletable batch; at ``until`` the
+    hold has expired and is ignored; protection still names itself first."""
+    stale = make_batch("h", "in_progress", age=5 * DAY)
+    old = make_batch("o", age=90 * DAY)
+    holds = {
+        "h": Hold("h", NOW + SECOND, reason="audit", by="ana"),
+        "o": Hold("o", NOW, reason="expired"),
+    }
+    _, decisions = plan_all([stale, old], POLICY, holds=holds)
+    assert (decisions["h"].action, decisions["h"].rule) == (Action.KEEP, Rule.HELD)
+    assert decisions["o"].rule is Rule.ENDED_RETENTION
+    protected = replace(POLICY, protect_ids=frozenset({"h"}))
+    assert plan_all([stale], protected, holds=holds)[1]["h"].rule is Rule.PROTECTED
+    young = make_batch("y", age=10 * 60 * SECOND, ended_ago=60 * SECOND)
+    assert plan_all([young], POLICY, holds={"y": Hold("y", NOW + DAY)})[1]["y"].rule is Rule.HELD
+
+
+def test_a_held_batch_still_takes_its_keep_last_place() -> None:
+    """Keep-last ranks every ended batch, held ones included (like protected ones)."""
+    batches = [make_batch(f"b{i}", age=(20 + i) * DAY) for i in range(3)]
+    holds = {"b0": Hold("b0", NOW + DAY)}
+    _, decisions = plan_all(batches, replace(POLICY, keep_last=1), holds=holds)
+    assert [decisions[f"b{i}"].rule for i in range(3)] == [
+        Rule.HELD,
+        Rule.ENDED_RETENTION,
+        Rule.ENDED_RETENTION,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("canceled_after", "delete_canceled", "rule"),
+    [
+        (12 * HOUR, True, Rule.CANCELED_STALE),  # at exactly the stale threshold
+        (12 * HOUR - SECOND, True, Rule.RETAINED),  # a person's early cancel: retention applies
+        (12 * HOUR, False, Rule.RETAINED),  # REAPER_DELETE_CANCELED=false
+        (None, True, Rule.RETAINED),  # never canceled
+    ],
+)
+def test_canceled_stale_deletes_a_batch_canceled_once_stale_as_soon_as_it_ended(
+    canceled_after: timedelta | None, delete_canceled: bool, rule: Rule
+) -> None:
+    """Rule 5b: ended a minute ago, canceled at least the stale threshold after creation ->
+    delete, eligible since ended_at (not ended_at + a retention)."""
+    batch = make_batch("c", age=2 * DAY, ended_ago=60 * SECOND, canceled_after=canceled_after)
+    found = decide(batch, replace(POLICY, delete_canceled=delete_canceled))
+    assert found.rule is rule
+    if rule is Rule.CANCELED_STALE:
+        assert found.action is Action.DELETE
+        assert found.eligible_at == NOW - 60 * SECOND
+
+
+def test_canceled_stale_comes_after_keep_last_and_min_age() -> None:
+    """Rules 2 and 5 still keep a canceled-stale batch; it wins over rules 6 and 7."""
+    batch = make_batch("c", age=2 * DAY, ended_ago=60 * SECOND, canceled_after=13 * HOUR)
+    assert decide(batch, replace(POLICY, keep_last=1)).rule is Rule.KEEP_LAST
+    assert decide(batch, replace(POLICY, min_age=3 * DAY)).rule is Rule.MIN_AGE
+    assert decide(batch, replace(POLICY, cancel_stale_after=None)).rule is Rule.RETAINED
+
+
 def test_young_and_ended_long_ago_is_kept_by_min_age() -> None:
     """min_age (rule 2) wins over the retention rules, even with 0s retention."""
     policy = replace(POLICY, delete_ended_after=timedelta(0), delete_failed_after=timedelta(0))
@@ -170,8 +239,8 @@ def test_keep_last_wins_over_failed_retention() -> None:
     """keep-last (rule 5) keeps the newest ended batches, failed or not; the older go."""
     policy = replace(POLICY, keep_last=2)
     batches = [make_batch(f"b{i}", age=(40 + i) * DAY, errored=1) for i in range(3)]
-    result = plan(batches, NOW, policy, record_kept=True)
-    assert {d.batch.id: d.rule for d in result.kept} == {"b0": Rule.KEEP_LAST, "b1": Rule.KEEP_LAST}
+    result, decisions = plan_all(batches, policy)
+    assert kept_rules(decisions) == {"b0": Rule.KEEP_LAST, "b1": Rule.KEEP_LAST}
     assert [(d.batch.id, d.rule) for d in result.deletes] == [("b2", Rule.FAILED_RETENTION)]
 
 
@@ -188,8 +257,8 @@ def test_keep_last_ranks_all_ended_batches_protected_and_young_included() -> Non
         make_batch("old1", age=20 * DAY),
         make_batch("old2", age=21 * DAY),
     ]
-    result = plan(batches, NOW, policy, record_kept=True)
-    rules = {d.batch.id: d.rule for d in (*result.kept, *result.actionable)}
+    _, decisions = plan_all(batches, policy)
+    rules = {i: d.rule for i, d in decisions.items()}
     assert rules == {
         "young": Rule.MIN_AGE,
         "protected": Rule.PROTECTED,
@@ -207,8 +276,8 @@ def test_keep_last_counts_only_ended_batches() -> None:
         make_batch("newest_ended", age=20 * DAY),
         make_batch("older_ended", age=30 * DAY),
     ]
-    result = plan(batches, NOW, policy, record_kept=True)
-    rules = {d.batch.id: d.rule for d in (*result.kept, *result.actionable)}
+    _, decisions = plan_all(batches, policy)
+    rules = {i: d.rule for i, d in decisions.items()}
     assert rules["newest_ended"] is Rule.KEEP_LAST
     assert rules["older_ended"] is Rule.ENDED_RETENTION
 
@@ -218,8 +287,8 @@ def test_keep_last_breaks_created_at_ties_by_id() -> None:
     policy = replace(POLICY, keep_last=1)
     a, b = make_batch("msgbatch_a", age=20 * DAY), make_batch("msgbatch_b", age=20 * DAY)
     for order in ([a, b], [b, a]):
-        result = plan(order, NOW, policy, record_kept=True)
-        assert [d.batch.id for d in result.kept] == ["msgbatch_b"]
+        result, decisions = plan_all(order, policy)
+        assert list(kept_rules(decisions)) == ["msgbatch_b"]
         assert [d.batch.id for d in result.deletes] == ["msgbatch_a"]
 
 
@@ -242,13 +311,15 @@ def test_an_unknown_status_is_kept_and_reported_even_when_an_earlier_rule_decide
         make_batch("y", "archiving", age=10 * 60 * SECOND),
         make_batch("u", "archiving", age=90 * DAY),
     ]
-    result = plan(batches, NOW, policy, record_kept=True)
-    assert {d.batch.id: d.rule for d in result.kept} == {
+    result, decisions = plan_all(batches, policy)
+    assert kept_rules(decisions) == {
         "p": Rule.PROTECTED,
         "y": Rule.MIN_AGE,
         "u": Rule.UNKNOWN_STATUS,
     }
-    assert sorted(b.id for b in result.unknown_statuses) == ["p", "u", "y"]
+    # Sampled oldest first (bounded memory), counted in full.
+    assert [b.id for b in result.unknown_sample] == ["p", "u", "y"]
+    assert result.unknown_count == 3
     assert not result.actionable
 
 
@@ -259,8 +330,8 @@ def test_an_incomplete_listing_acts_on_nothing() -> None:
     """Fail closed: no cancels, no deletes, no deferrals; the decisions are still counted."""
     result = plan(mixed_listing(3, 2, 2), NOW, POLICY, complete=False)
     assert result.stop is StopReason.INCOMPLETE_LISTING
-    assert (result.cancels, result.deletes, result.deferred) == ((), (), ())
-    assert len(result.withheld) == 5
+    assert (result.cancels, result.deletes, result.deferred) == ((), (), 0)
+    assert len(result.withheld) == result.withheld_total == 5
     assert result.decision_counts[(Action.DELETE, Rule.ENDED_RETENTION)] == 3
     assert result.decision_counts[(Action.CANCEL, Rule.STALE)] == 2
 
@@ -273,22 +344,45 @@ def test_the_fraction_guard_allows_exactly_the_threshold() -> None:
 
 
 def test_the_fraction_guard_trips_just_above_the_threshold() -> None:
-    """4 deletes of 10 with 0.3: a safety stop, no deletes; cancels still go; counts remain."""
-    policy = replace(POLICY, max_delete_fraction=0.3)
+    """4 deletes of 10 with 0.3: a safety stop; no delete and no cancel either; counts remain."""
+    policy = replace(POLICY, max_delete_fraction=0.3, delete_canceled=False)
     result = plan(mixed_listing(4, 4, 2), NOW, policy)
     assert result.stop is StopReason.SAFETY_STOP
-    assert result.deletes == ()
-    assert len(result.cancels) == 2
-    assert [d.batch.id for d in result.withheld] == ["d000", "d001", "d002", "d003"]
-    assert result.deferred == ()
+    assert result.tripped == (Guard.DELETE_FRACTION,)
+    assert result.deletes == result.cancels == ()
+    withheld = ["c001", "c000", "d000", "d001", "d002", "d003"]
+    assert [d.batch.id for d in result.withheld] == withheld
+    assert result.deferred == 0
     assert result.count(Action.DELETE) == 4
+
+
+def test_stale_cancels_count_as_deletes_when_canceled_batches_are_deleted() -> None:
+    """2 deletes + 2 stale cancels of 10 listed: 40 % with REAPER_DELETE_CANCELED, 20 % without."""
+    listing = mixed_listing(2, 6, 2)
+    stopped = plan(listing, NOW, replace(POLICY, max_delete_fraction=0.3))
+    assert stopped.tripped == (Guard.DELETE_FRACTION,)
+    assert stopped.fraction_deletes == 4
+    policy = replace(POLICY, max_delete_fraction=0.3, delete_canceled=False)
+    assert plan(listing, NOW, policy).stop is None
+
+
+def test_the_cancel_fraction_is_measured_over_in_progress_batches() -> None:
+    """2 stale of 4 in_progress (and 50 ended) is 50 %: above 0.4, whatever else is listed."""
+    listing = mixed_listing(0, 2, 2) + [make_batch(f"e{i}", age=2 * DAY) for i in range(50)]
+    result = plan(listing, NOW, replace(POLICY, max_cancel_fraction=0.4))
+    assert result.stop is StopReason.SAFETY_STOP
+    assert result.tripped == (Guard.CANCEL_FRACTION,)
+    assert result.cancels == ()
+    assert plan(listing, NOW, replace(POLICY, max_cancel_fraction=0.5)).stop is None
 
 
 def test_a_zero_fraction_trips_on_any_delete_and_not_without() -> None:
     """0 means: a single planned delete stops the cycle's deletions."""
     policy = replace(POLICY, max_delete_fraction=0.0)
     assert plan(mixed_listing(1, 50), NOW, policy).stop is StopReason.SAFETY_STOP
-    assert plan(mixed_listing(0, 50, 3), NOW, policy).stop is None
+    assert plan(mixed_listing(0, 50), NOW, policy).stop is None
+    assert plan(mixed_listing(0, 50, 3), NOW, policy).stop is StopReason.SAFETY_STOP
+    assert plan(mixed_listing(0, 50, 3), NOW, replace(policy, delete_canceled=False)).stop is None
 
 
 def test_an_empty_listing_plans_nothing() -> None:
@@ -301,7 +395,11 @@ def test_a_zero_cap_acts_on_nothing_and_defers_everything_in_priority_order() ->
     """max_actions_per_run=0 means nothing, never unlimited; cancels come first."""
     result = plan(mixed_listing(2, 1, 2), NOW, replace(POLICY, max_actions_per_run=0))
     assert (result.cancels, result.deletes) == ((), ())
-    assert [d.batch.id for d in result.deferred] == ["c001", "c000", "d000", "d001"]
+    assert [d.batch.id for d in result.deferred_sample] == ["c001", "c000", "d000", "d001"]
+    assert result.deferred_counts == {
+        (Action.CANCEL, Rule.STALE): 2,
+        (Action.DELETE, Rule.ENDED_RETENTION): 2,
+    }
 
 
 @pytest.mark.parametrize(
@@ -320,17 +418,28 @@ def test_the_cap_takes_cancels_then_the_most_overdue_deletes(
     """Past the cap, actions are deferred: cancels first, then deletes by eligible_at."""
     result = plan(mixed_listing(3, 1, 2), NOW, replace(POLICY, max_actions_per_run=cap))
     assert [d.batch.id for d in (*result.cancels, *result.deletes)] == acting
-    assert [d.batch.id for d in result.deferred] == deferred
+    assert [d.batch.id for d in result.deferred_sample] == deferred
+    assert result.deferred == len(deferred)
 
 
 def test_a_safety_stop_and_the_cap_together() -> None:
-    """Withheld deletes are not deferred; the cap then applies to the cancels alone."""
+    """A stop withholds every action and defers none; it names the cap's worth that would go."""
     policy = replace(POLICY, max_delete_fraction=0.1, max_actions_per_run=1)
     result = plan(mixed_listing(5, 0, 3), NOW, policy)
     assert result.stop is StopReason.SAFETY_STOP
-    assert [d.batch.id for d in result.cancels] == ["c002"]
-    assert [d.batch.id for d in result.deferred] == ["c001", "c000"]
-    assert len(result.withheld) == 5
+    assert (result.cancels, result.deletes, result.deferred) == ((), (), 0)
+    assert [d.batch.id for d in result.withheld] == ["c002"]
+    assert result.withheld_total == 8
+
+
+def test_the_deferred_sample_is_bounded_and_names_the_next_in_line() -> None:
+    """Thousands deferred: counted in full, SAMPLE_SIZE of them named, the most overdue first."""
+    batches = [make_batch(f"d{i:05}", age=(10 + i / 100) * DAY) for i in range(5000)]
+    result = plan(batches, NOW, replace(POLICY, max_actions_per_run=3))
+    assert [d.batch.id for d in result.deletes] == ["d04999", "d04998", "d04997"]
+    assert result.deferred == 4997
+    assert len(result.deferred_sample) == SAMPLE_SIZE
+    assert result.deferred_sample[0].batch.id == "d04996"
 
 
 def test_deletes_are_ordered_by_eligibility_across_rules() -> None:
@@ -348,10 +457,10 @@ def test_pages_added_one_by_one_give_the_same_plan() -> None:
     """Planning page by page equals planning the whole listing at once."""
     batches = mixed_listing(5, 4, 3) + [make_batch(f"n{i}", age=(9 + i) * DAY) for i in range(5)]
     policy = replace(POLICY, keep_last=3, max_actions_per_run=4)
-    planner = Planner(policy, NOW, record_kept=True)
+    planner = Planner(policy, NOW)
     for start in range(0, len(batches), 4):
         planner.add(batches[start : start + 4])
-    assert planner.finish() == plan(batches, NOW, policy, record_kept=True)
+    assert planner.finish() == plan(batches, NOW, policy)
 
 
 def test_the_planner_counts_statuses_and_the_oldest_batch() -> None:
@@ -364,11 +473,15 @@ def test_the_planner_counts_statuses_and_the_oldest_batch() -> None:
     assert sum(result.decision_counts.values()) == result.listed == 5
 
 
-def test_kept_decisions_are_only_stored_on_request() -> None:
-    """By default only actions are stored (memory O(actions)); record_kept stores the keeps."""
-    batches = mixed_listing(2, 3)
-    assert plan(batches, NOW, POLICY).kept == ()
-    assert len(plan(batches, NOW, POLICY, record_kept=True).kept) == 3
+def test_every_decision_is_streamed_once_and_none_is_stored() -> None:
+    """on_decision sees each listed batch exactly once; the plan keeps only its actions."""
+    batches = mixed_listing(2, 3) + [make_batch(f"n{i}", age=(9 + i) * DAY) for i in range(3)]
+    seen: list[str] = []
+    result = plan(
+        batches, NOW, replace(POLICY, keep_last=2), on_decision=lambda d: seen.append(d.batch.id)
+    )
+    assert sorted(seen) == sorted(b.id for b in batches)
+    assert {d.batch.id for d in result.actionable} == {"d000", "d001", "n2"}
 
 
 def test_a_finished_planner_refuses_more_work() -> None:

@@ -1,7 +1,8 @@
 """Invariants of the policy under hypothesis: safety, order independence, guards at thresholds.
 
-A deliberately naive reference (sort everything, then walk SPEC section 3's list) is the oracle
-for every decision; the Planner's streaming heap must agree with it on every generated listing.
+A deliberately naive reference (tests/policy_helpers.py: walk SPEC section 3's list, keep and
+sort everything) is the oracle for every decision and every guard; the Planner's bounded memory
+must agree with it on every generated listing.
 """
 
 from __future__ import annotations
@@ -9,15 +10,36 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from fractions import Fraction
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reaper.models import Batch, RequestCounts
-from reaper.policy import Action, Decision, Plan, Planner, Policy, Rule, StopReason, plan
-from tests.policy_helpers import NOW
+from reaper.explain import Disposition, explain
+from reaper.models import Batch, Hold, RequestCounts
+from reaper.policy import (
+    RULE_ACTION,
+    SAMPLE_SIZE,
+    Action,
+    Decision,
+    Guard,
+    Plan,
+    Planner,
+    Policy,
+    Rule,
+    StopReason,
+    plan,
+)
+from tests.policy_helpers import (
+    DAY,
+    HOUR,
+    NOW,
+    make_batch,
+    reference_eligible,
+    reference_plan,
+    reference_rule,
+)
 
 EXAMPLES = settings(max_examples=300, deadline=None)
 THRESHOLDS = [0, 3600, 12 * 3600, 7 * 86400, 30 * 86400]
@@ -37,28 +59,39 @@ class Kind:
     ended_share: float  # where between its creation (1.0) and NOW (0.0) it ended
     errored: int
     expired: int
+    canceled_share: float | None = None  # where between creation and end its cancel came
 
 
 _WAITING = ("in_progress",) * 6 + ("canceling",) * 2 + ("archiving",)
-KINDS = [Kind(status, 0.0, 0, 0) for status in _WAITING] + [
-    Kind("ended", share, errored, expired)
-    for share in (0.0, 0.25, 0.5, 0.9, 1.0)
-    for errored, expired in ((0, 0), (0, 0), (1, 0), (0, 2))
-]
+KINDS = (
+    [Kind(status, 0.0, 0, 0) for status in _WAITING]
+    + [
+        Kind("ended", share, errored, expired)
+        for share in (0.0, 0.25, 0.5, 0.9, 1.0)
+        for errored, expired in ((0, 0), (0, 0), (1, 0), (0, 2))
+    ]
+    + [Kind("ended", share, 0, 0, canceled) for share in (0.0, 0.5) for canceled in (0.1, 0.9)]
+)
 
 
 def _make_batch(number: int, kind: Kind, age: int) -> Batch:
     ended = kind.status == "ended"
+    created = NOW - timedelta(seconds=age)
+    ended_at = NOW - timedelta(seconds=round(age * (1 - kind.ended_share))) if ended else None
+    initiated = None
+    if ended_at is not None and kind.canceled_share is not None:
+        initiated = created + (ended_at - created) * kind.canceled_share
     return Batch(
         id=f"msgbatch_{number:04}",
         processing_status=kind.status,
-        created_at=NOW - timedelta(seconds=age),
+        created_at=created,
         request_counts=(
             RequestCounts(succeeded=2, errored=kind.errored, expired=kind.expired)
             if ended
             else RequestCounts(processing=5)
         ),
-        ended_at=NOW - timedelta(seconds=round(age * (1 - kind.ended_share))) if ended else None,
+        ended_at=ended_at,
+        cancel_initiated_at=initiated,
     )
 
 
@@ -73,6 +106,9 @@ def _duration() -> st.SearchStrategy[timedelta]:
     return st.sampled_from(THRESHOLDS).map(lambda s: timedelta(seconds=s))
 
 
+_FRACTIONS = [0.0, 0.1, 0.25, 0.5, 1.0]
+
+
 @st.composite
 def policies(draw: st.DrawFn, listing: list[Batch]) -> Policy:
     ids = sorted(b.id for b in listing)
@@ -85,101 +121,91 @@ def policies(draw: st.DrawFn, listing: list[Batch]) -> Policy:
         delete_failed_after=draw(st.none() | _duration()),
         delete_ended_after=draw(st.none() | _duration()),
         max_actions_per_run=draw(st.integers(0, 8)),
-        max_delete_fraction=draw(st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0])),
+        max_delete_fraction=draw(st.sampled_from([*_FRACTIONS, 1.0, 1.0])),
+        delete_canceled=draw(st.booleans()),
+        max_cancel_fraction=draw(st.sampled_from([*_FRACTIONS, 1.0, 1.0])),
     )
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[list[Batch], Policy]:
-    listing = draw(batches)
-    return listing, draw(policies(listing))
-
-
-# -- the reference: SPEC section 3 read literally, with no cleverness
-
-
-def reference_rule(batch: Batch, listing: list[Batch], policy: Policy, now: datetime) -> Rule:
-    age = now - batch.created_at
-    ended = sorted(
-        (b for b in listing if b.processing_status == "ended"),
-        key=lambda b: (b.created_at, b.id),
-        reverse=True,
-    )
-    keep_last_ids = {b.id for b in ended[: policy.keep_last]}
-    failures = batch.request_counts.errored + batch.request_counts.expired
-    if batch.id in policy.protect_ids:
-        return Rule.PROTECTED
-    if age < policy.min_age:
-        return Rule.MIN_AGE
-    if batch.processing_status == "in_progress":
-        stale = policy.cancel_stale_after
-        return Rule.STALE if stale is not None and age >= stale else Rule.NOT_ENDED
-    if batch.processing_status == "canceling":
-        return Rule.NOT_ENDED
-    if batch.processing_status != "ended":
-        return Rule.UNKNOWN_STATUS
-    if batch.id in keep_last_ids:
-        return Rule.KEEP_LAST
-    if batch.ended_at is not None:
-        since = now - batch.ended_at
-        retention = policy.delete_failed_after if failures else policy.delete_ended_after
-        if retention is not None and since >= retention:
-            return Rule.FAILED_RETENTION if failures else Rule.ENDED_RETENTION
-    return Rule.RETAINED
-
-
-def all_decisions(result: Plan) -> dict[str, Decision]:
-    return {d.batch.id: d for d in (*result.actionable, *result.kept)}
+def hold_maps(draw: st.DrawFn, listing: list[Batch]) -> dict[str, Hold]:
+    """Holds on a few listed ids (and one unlisted): active, expired, or ending exactly now."""
+    ids = [*sorted(b.id for b in listing), "msgbatch_unlisted"]
+    held = draw(st.lists(st.sampled_from(ids), max_size=4, unique=True))
+    offsets = st.sampled_from([-86400, -1, 0, 1, 3600])
+    return {
+        i: Hold(i, NOW + timedelta(seconds=draw(offsets)), reason="test", by="hypothesis")
+        for i in held
+    }
 
 
 @dataclass(frozen=True)
-class Split:
-    acting: set[str]
-    deferred: set[str]
-    withheld: set[str]
+class Scenario:
+    listing: list[Batch]
+    policy: Policy
+    holds: dict[str, Hold]
 
 
-def split(result: Plan) -> Split:
-    return Split(
-        acting={d.batch.id for d in (*result.cancels, *result.deletes)},
-        deferred={d.batch.id for d in result.deferred},
-        withheld={d.batch.id for d in result.withheld},
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    listing = draw(batches)
+    return Scenario(listing, draw(policies(listing)), draw(hold_maps(listing)))
+
+
+def decide(scenario: Scenario, *, complete: bool = True) -> tuple[Plan, dict[str, Decision]]:
+    """Plan the scenario; return the plan and every decision streamed out of it, by id."""
+    seen: dict[str, Decision] = {}
+    result = plan(
+        scenario.listing,
+        NOW,
+        scenario.policy,
+        holds=scenario.holds,
+        complete=complete,
+        on_decision=lambda d: seen.__setitem__(d.batch.id, d),
     )
+    return result, seen
 
 
 @EXAMPLES
 @given(scenarios())
-def test_every_decision_matches_the_reference(scenario: tuple[list[Batch], Policy]) -> None:
+def test_every_decision_matches_the_reference(scenario: Scenario) -> None:
     """The streaming planner decides exactly what SPEC section 3, read literally, says; planning
     has no side effects (listing and policy unchanged, a second run gives the same plan)."""
-    listing, policy = scenario
-    before, policy_before = copy.deepcopy(listing), copy.deepcopy(policy)
-    result = plan(listing, NOW, policy, record_kept=True)
-    assert listing == before
-    assert policy == policy_before
-    assert plan(listing, NOW, policy, record_kept=True) == result
-    decisions = all_decisions(result)
-    assert set(decisions) == {b.id for b in listing}
-    for batch in listing:
-        assert decisions[batch.id].rule is reference_rule(batch, listing, policy, NOW), batch
+    before = copy.deepcopy((scenario.listing, scenario.policy, scenario.holds))
+    result, decisions = decide(scenario)
+    assert (scenario.listing, scenario.policy, scenario.holds) == before
+    assert decide(scenario) == (result, decisions)
+    assert set(decisions) == {b.id for b in scenario.listing}
+    for batch in scenario.listing:
+        expected = reference_rule(batch, scenario.listing, scenario.policy, NOW, scenario.holds)
+        assert decisions[batch.id].rule is expected, batch
+        assert decisions[batch.id].action is RULE_ACTION[expected]
+        if expected is not Rule.STALE and RULE_ACTION[expected] is not Action.KEEP:
+            eligible = reference_eligible(batch, expected, scenario.policy)
+            assert decisions[batch.id].eligible_at == eligible
+    assert sum(result.decision_counts.values()) == result.listed == len(scenario.listing)
 
 
 @EXAMPLES
 @given(scenarios())
-def test_the_untouchable_are_never_touched(scenario: tuple[list[Batch], Policy]) -> None:
-    """Never cancel or delete: a protected batch, a young one, a canceling one, a keep-last one;
-    never delete an in_progress batch directly; cancel only in_progress ones."""
-    listing, policy = scenario
-    result = plan(listing, NOW, policy)
+def test_the_untouchable_are_never_touched(scenario: Scenario) -> None:
+    """Never cancel or delete: a protected batch, an actively held one, a young one, a canceling
+    one, a keep-last one; never delete an in_progress batch directly; cancel only in_progress."""
+    listing, policy = scenario.listing, scenario.policy
+    _, decisions = decide(scenario)
     ended = sorted(
         (b for b in listing if b.processing_status == "ended"),
         key=lambda b: (b.created_at, b.id),
         reverse=True,
     )
     keep_last = {b.id for b in ended[: policy.keep_last]}
-    for decision in result.actionable:
+    held = {i for i, hold in scenario.holds.items() if hold.until > NOW}
+    for decision in decisions.values():
+        if decision.action is Action.KEEP:
+            continue
         batch = decision.batch
         assert batch.id not in policy.protect_ids
+        assert batch.id not in held
         assert NOW - batch.created_at >= policy.min_age
         assert batch.processing_status != "canceling"
         assert batch.id not in keep_last
@@ -193,54 +219,125 @@ def test_the_untouchable_are_never_touched(scenario: tuple[list[Batch], Policy])
 @EXAMPLES
 @given(scenarios(), st.randoms(use_true_random=False))
 def test_the_plan_does_not_depend_on_the_listing_order_or_paging(
-    scenario: tuple[list[Batch], Policy], rng: random.Random
+    scenario: Scenario, rng: random.Random
 ) -> None:
     """Shuffled and cut into arbitrary pages, the listing gives the very same plan."""
-    listing, policy = scenario
-    expected = plan(listing, NOW, policy, record_kept=True)
-    shuffled = listing[:]
+    expected, decisions = decide(scenario)
+    shuffled = scenario.listing[:]
     rng.shuffle(shuffled)
-    planner = Planner(policy, NOW, record_kept=True)
+    seen: dict[str, Decision] = {}
+    planner = Planner(
+        scenario.policy,
+        NOW,
+        holds=scenario.holds,
+        on_decision=lambda d: seen.__setitem__(d.batch.id, d),
+    )
     position = 0
     while position < len(shuffled):
         size = rng.randint(1, 7)
         planner.add(shuffled[position : position + size])
         position += size
     assert planner.finish() == expected
+    assert seen == decisions
 
 
 @EXAMPLES
 @given(scenarios(), st.booleans())
-def test_the_guards_partition_the_actions(
-    scenario: tuple[list[Batch], Policy], complete: bool
-) -> None:
-    """Each cancel/delete decision is acted on, deferred or withheld: exactly one of them."""
-    listing, policy = scenario
-    result = plan(listing, NOW, policy, complete=complete)
-    parts = split(result)
-    planned = {d.batch.id for d in result.actionable}
-    assert parts.acting | parts.deferred | parts.withheld == planned
-    assert len(parts.acting) + len(parts.deferred) + len(parts.withheld) == len(planned)
-    assert sum(result.decision_counts.values()) == result.listed == len(listing)
-    cancels = result.count(Action.CANCEL)
-    deletes = result.count(Action.DELETE)
-    if not complete:
-        assert result.stop is StopReason.INCOMPLETE_LISTING
-        assert parts.acting == parts.deferred == set()
-        return
-    tripped = deletes > 0 and Fraction(deletes, len(listing)) > Fraction(
-        str(policy.max_delete_fraction)
+def test_the_guards_match_the_unbounded_reference(scenario: Scenario, complete: bool) -> None:
+    """Acting, deferred and withheld are exactly the unbounded reference's, in the same order;
+    a stop (incomplete listing, or either fraction guard) acts on nothing at all."""
+    result, decisions = decide(scenario, complete=complete)
+    ref = reference_plan(scenario.listing, scenario.policy, NOW, scenario.holds, complete=complete)
+    acting = [d.batch.id for d in (*result.cancels, *result.deletes)]
+    assert acting == ref.acting
+    assert result.deferred == len(ref.deferred)
+    assert [d.batch.id for d in result.deferred_sample] == ref.deferred[:SAMPLE_SIZE]
+    assert result.withheld_total == len(ref.withheld)
+    assert {d.batch.id for d in result.withheld} <= ref.withheld
+    assert len(result.withheld) == min(len(ref.withheld), scenario.policy.max_actions_per_run)
+    assert result.tripped == ref.tripped
+    if result.stop is not None:
+        assert result.cancels == result.deletes == ()
+        assert result.stop is (
+            StopReason.SAFETY_STOP if complete else StopReason.INCOMPLETE_LISTING
+        )
+    else:
+        assert not ref.withheld
+    # Every action streamed out is in exactly one of the three parts.
+    planned = sum(1 for d in decisions.values() if d.action is not Action.KEEP)
+    assert len(acting) + result.deferred + result.withheld_total == planned
+    # Cancels go before any delete, and acted-on deletes are at least as overdue as deferred
+    # ones: the last acted-on action comes before the first deferred one in priority order.
+    if acting and result.deferred_sample:
+        last, first = (*result.cancels, *result.deletes)[-1], result.deferred_sample[0]
+        assert last.eligible_at is not None
+        assert first.eligible_at is not None
+        if last.action is first.action:
+            assert last.eligible_at <= first.eligible_at
+        else:
+            assert (last.action, first.action) == (Action.CANCEL, Action.DELETE)
+
+
+_CANCEL_KINDS = [k for k in KINDS if k.status in ("in_progress", "ended")]
+_MANY = st.integers(0, 120).flatmap(
+    lambda n: st.lists(
+        st.builds(_make_batch, st.integers(0, 9999), st.sampled_from(_CANCEL_KINDS), _offset()),
+        min_size=n,
+        max_size=n,
+        unique_by=lambda b: b.id,
     )
-    assert (result.stop is StopReason.SAFETY_STOP) == tripped
-    allowed = cancels + (0 if tripped else deletes)
-    assert len(parts.acting) == min(policy.max_actions_per_run, allowed)
-    assert len(parts.deferred) == max(0, allowed - policy.max_actions_per_run)
-    assert len(parts.withheld) == (deletes if tripped else 0)
-    # Cancels go before any delete, and acted-on deletes are at least as overdue as deferred ones.
-    if result.deferred and result.deletes:
-        assert result.deletes[-1].eligible_at is not None
-        assert result.deferred[-1].eligible_at is not None
-        assert all(d.action is Action.DELETE for d in result.deferred)
+)
+
+
+@EXAMPLES
+@given(_MANY, st.integers(0, 40), st.integers(1, 60), st.randoms(use_true_random=False))
+def test_the_bounded_planner_picks_what_the_unbounded_one_would(
+    listing: list[Batch], cap: int, page: int, rng: random.Random
+) -> None:
+    """Over listings much longer than the cap (the buffer is cut many times), in any order and
+    paging, the bounded planner acts on exactly the reference's first ``cap`` actions."""
+    policy = Policy(
+        min_age=timedelta(0),
+        cancel_stale_after=timedelta(hours=12),
+        delete_ended_after=timedelta(days=7),
+        delete_failed_after=timedelta(days=7),
+        max_actions_per_run=cap,
+    )
+    ref = reference_plan(listing, policy, NOW)
+    shuffled = listing[:]
+    rng.shuffle(shuffled)
+    planner = Planner(policy, NOW)
+    for start in range(0, len(shuffled), page):
+        planner.add(shuffled[start : start + page])
+    result = planner.finish()
+    assert [d.batch.id for d in (*result.cancels, *result.deletes)] == ref.acting
+    assert result.deferred == len(ref.deferred)
+    assert [d.batch.id for d in result.deferred_sample] == ref.deferred[:SAMPLE_SIZE]
+
+
+@EXAMPLES
+@given(
+    in_progress=st.integers(1, 40),
+    stale_share=st.floats(0, 1),
+    fraction=st.sampled_from(_FRACTIONS),
+)
+def test_the_cancel_fraction_guard_counts_in_progress_batches(
+    in_progress: int, stale_share: float, fraction: float
+) -> None:
+    """Cancels over the in_progress batches listed (ended ones do not dilute it) above the
+    limit stop the workspace: no cancel, and no delete either."""
+    stale = round(stale_share * in_progress)
+    listing = [
+        make_batch(f"p{i:03}", "in_progress", age=(20 if i < stale else 2) * HOUR)
+        for i in range(in_progress)
+    ] + [make_batch(f"e{i:03}", age=40 * DAY) for i in range(50)]
+    result = plan(listing, NOW, Policy(max_cancel_fraction=fraction, min_age=timedelta(0)))
+    trips = stale > 0 and Fraction(stale, in_progress) > Fraction(str(fraction))
+    assert (Guard.CANCEL_FRACTION in result.tripped) == trips
+    if trips:
+        assert result.stop is StopReason.SAFETY_STOP
+        assert result.cancels == result.deletes == ()
+        assert result.withheld_total == stale + 50
 
 
 _DIVISORS_OF_1000 = [1, 2, 4, 5, 8, 10, 20, 25, 40, 50, 100, 125, 200]
@@ -261,7 +358,7 @@ def test_the_fraction_guard_trips_exactly_above_its_threshold(
         Batch(
             id=f"b{i:04}",
             processing_status="ended" if i < deletes else "in_progress",
-            created_at=NOW - timedelta(days=40 if i < deletes else 1),
+            created_at=NOW - (timedelta(days=40) if i < deletes else timedelta(hours=2)),
             request_counts=RequestCounts(succeeded=1),
             ended_at=NOW - timedelta(days=39) if i < deletes else None,
         )
@@ -274,7 +371,8 @@ def test_the_fraction_guard_trips_exactly_above_its_threshold(
     if deletes:
         below = plan(listing, NOW, Policy(max_delete_fraction=round(exact - 0.001, 3)))
         assert below.stop is StopReason.SAFETY_STOP
-        assert below.deletes == ()
+        assert below.tripped == (Guard.DELETE_FRACTION,)
+        assert below.deletes == below.cancels == ()
 
 
 @EXAMPLES
@@ -294,39 +392,53 @@ def test_the_cap_defers_exactly_what_is_past_it(actions: int, cap_offset: int) -
     ]
     result = plan(listing, NOW, Policy(max_actions_per_run=cap))
     assert len(result.deletes) == min(cap, actions)
-    assert len(result.deferred) == max(0, actions - cap)
-    # The most overdue (oldest) go first.
-    overdue = [d.batch.id for d in (*result.deletes, *result.deferred)]
-    assert overdue == [f"b{i:04}" for i in reversed(range(actions))]
+    assert result.deferred == max(0, actions - cap)
+    # The most overdue (oldest) go first; the sample names the next ones in line.
+    overdue = [d.batch.id for d in (*result.deletes, *result.deferred_sample)]
+    expected = [f"b{i:04}" for i in reversed(range(actions))]
+    assert overdue == expected[: min(cap, actions) + SAMPLE_SIZE]
 
 
 @EXAMPLES
 @given(scenarios())
-def test_explain_agrees_with_the_plan(scenario: tuple[list[Batch], Policy]) -> None:
-    """For every batch, the first rule explain says matched is the rule the plan applied."""
-    from reaper.explain import explain
-
-    listing, policy = scenario
-    decisions = all_decisions(plan(listing, NOW, policy, record_kept=True))
+def test_explain_agrees_with_the_plan(scenario: Scenario) -> None:
+    """For every batch, the first rule explain says matched is the rule the plan applied, and
+    explain's disposition agrees with where the plan put the batch."""
+    listing, policy = scenario.listing, scenario.policy
+    result, decisions = decide(scenario)
+    acting = {d.batch.id for d in (*result.cancels, *result.deletes)}
     for batch in listing[:3]:
-        found = explain(batch.id, listing, NOW, policy)
+        found = explain(batch.id, listing, NOW, policy, holds=scenario.holds)
         assert found is not None
         assert found.decision == decisions[batch.id]
         assert found.deciding.rule is decisions[batch.id].rule
+        if decisions[batch.id].action is Action.KEEP:
+            assert found.disposition is Disposition.KEEP
+        elif result.stop is not None:
+            assert found.disposition is Disposition.WITHHELD
+        else:
+            wanted = Disposition.ACT if batch.id in acting else Disposition.DEFERRED
+            assert found.disposition is wanted
 
 
 @EXAMPLES
 @given(scenarios(), st.integers(1, 5))
-def test_adding_protection_never_adds_actions(
-    scenario: tuple[list[Batch], Policy], extra: int
-) -> None:
-    """Protecting more ids, raising min_age or keep_last only ever removes actions."""
-    listing, policy = scenario
-    base = {d.batch.id for d in plan(listing, NOW, policy).actionable}
+def test_adding_protection_never_adds_actions(scenario: Scenario, extra: int) -> None:
+    """Protecting more ids, holding more, raising min_age or keep_last only removes actions."""
+    listing, policy = scenario.listing, scenario.policy
+
+    def actions(policy: Policy, holds: dict[str, Hold]) -> set[str]:
+        _, decisions = decide(Scenario(listing, policy, holds))
+        return {i for i, d in decisions.items() if d.action is not Action.KEEP}
+
+    base = actions(policy, scenario.holds)
     stricter = replace(
         policy,
         protect_ids=policy.protect_ids | {b.id for b in listing[:extra]},
         keep_last=policy.keep_last + extra,
         min_age=policy.min_age + timedelta(hours=extra),
     )
-    assert {d.batch.id for d in plan(listing, NOW, stricter).actionable} <= base
+    more_holds = scenario.holds | {
+        b.id: Hold(b.id, NOW + timedelta(days=1)) for b in listing[-extra:]
+    }
+    assert actions(stricter, more_holds) <= base

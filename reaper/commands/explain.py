@@ -15,9 +15,11 @@ from datetime import datetime
 from typing import TextIO
 
 from reaper.client import BatchClient
+from reaper.commands.plan import hold_map
 from reaper.commands.wiring import command_settings, run_async, utc_now
 from reaper.exits import EX_FAILED, EX_OK
 from reaper.explain import Explanation, explain
+from reaper.holds import HoldsError
 from reaper.listing import BatchLister, plan_workspace
 from reaper.models import Batch
 from reaper.outcomes import ListingFailure
@@ -50,12 +52,13 @@ async def find_explanation(
     that could not be read.
     """
     policy = Policy.from_settings(settings)
+    holds = hold_map(settings, now)
     for workspace in settings.workspaces:
         batches: list[Batch] = []
         listing = await plan_workspace(client, workspace, policy, now, on_page=batches.extend)
         if listing.failure is not None:
             return None, listing.failure
-        found = explain(batch_id, batches, now, policy, workspace=workspace)
+        found = explain(batch_id, batches, now, policy, workspace=workspace, holds=holds)
         if found is not None:
             return found, None
     return None, None
@@ -72,11 +75,15 @@ async def run_explain(
     client: BatchLister | None = None,
 ) -> int:
     """Explain ``batch_id`` with ``client`` (a BatchClient from the settings if None)."""
-    if client is not None:
-        found, failure = await find_explanation(settings, client, batch_id, now)
-    else:
-        async with BatchClient.from_settings(settings) as own:
-            found, failure = await find_explanation(settings, own, batch_id, now)
+    try:
+        if client is not None:
+            found, failure = await find_explanation(settings, client, batch_id, now)
+        else:
+            async with BatchClient.from_settings(settings) as own:
+                found, failure = await find_explanation(settings, own, batch_id, now)
+    except HoldsError as exc:
+        print(f"reaper: {exc}", file=err)
+        return EX_FAILED
     if failure is not None:
         print(f"reaper: listing failed: {failure.message}", file=err)
         return EX_FAILED

@@ -207,6 +207,7 @@ class Truth:
     created: datetime
     ended: datetime | None
     failed: bool
+    canceled: datetime | None = None  # cancel_initiated_at
 
 
 class FakeTime:
@@ -228,7 +229,9 @@ def truth(state: EmulatorState) -> dict[str, Truth]:
     found = {}
     for r in state.iter_records():
         ended = from_us(r.end) if r.status == ENDED and r.end is not None else None
-        found[r.id] = Truth(r.status, from_us(r.created), ended, r.errored + r.expired > 0)
+        canceled = None if r.cancel_at is None else from_us(r.cancel_at)
+        failed = r.errored + r.expired > 0
+        found[r.id] = Truth(r.status, from_us(r.created), ended, failed, canceled)
     return found
 
 
@@ -239,9 +242,13 @@ def keep_last_window(batches: dict[str, Truth], n: int) -> set[str]:
 
 
 def due(t: Truth, now: datetime, p: Policy) -> bool:
-    """Rules 6 and 7 on the true counts: ended long enough ago for its kind of retention."""
+    """Rules 5b, 6 and 7 on the truth: canceled once stale, or ended long enough ago for its
+    kind of retention."""
     if t.status != ENDED or t.ended is None:
         return False
+    stale = p.stale
+    if p.delete_canceled and t.canceled and stale is not None and t.canceled - t.created >= stale:
+        return True
     after = p.failed_after if t.failed else p.ended_after
     return after is not None and t.ended <= now - after
 
@@ -291,6 +298,14 @@ def check_cycle(
             and i not in window
             and due(t, now, p)
         )
+        if p.delete_canceled and p.stale is not None:  # stale cancels count as deletes
+            planned += sum(
+                1
+                for i, t in before.items()
+                if i not in p.protect
+                and t.status == IN_PROGRESS
+                and t.created <= now - max(p.min_age, p.stale)
+            )
         # Planned deletes beyond the fraction trip the guard: then no delete at all.
         assert planned <= p.fraction * listed, f"{deleted_due} deletes past the fraction guard"
 

@@ -145,7 +145,7 @@ def _sample(plan: Plan, per_rule: int) -> Plan:
         plan,
         cancels=few(plan.cancels),
         deletes=few(plan.deletes),
-        deferred=plan.deferred[:2],
+        deferred_sample=plan.deferred_sample[:2],
         withheld=plan.withheld[:2],
     )
 
@@ -192,7 +192,7 @@ def cycle_lines(number: int, report: CycleReport, now: datetime) -> list[str]:
     if failed:
         lines.append(f"     {failed} actions failed (see the log)")
     for stop in report.safety_stops:
-        lines.append(f"     SAFETY STOP in {stop.workspace}: nothing deleted there")
+        lines.append(f"     SAFETY STOP in {stop.workspace}: nothing canceled or deleted there")
     if not (canceled or deleted or deferred or failed or report.safety_stops):
         lines.append("     nothing due: every batch is kept")
     lines.append(
