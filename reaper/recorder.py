@@ -181,11 +181,9 @@ class Recorder:
 
     def _guards(self, plan: Plan) -> None:
         if plan.stop is StopReason.SAFETY_STOP:
-            planned = plan.fraction_deletes
-            cancels = plan.count(Action.CANCEL)
             stop = SafetyStop(
                 workspace=self.workspace,
-                planned_deletes=planned,
+                planned_deletes=plan.fraction_deletes,
                 listed=plan.listed,
                 max_delete_fraction=plan.max_delete_fraction,
                 reasons=tuple(str(guard) for guard in plan.tripped),
@@ -194,20 +192,7 @@ class Recorder:
             self.tally.safety_stops.append(stop)
             for guard in plan.tripped:
                 self.metrics.safety_stops.labels(self.label, str(guard)).inc()
-            log.warning(
-                "safety.stop",
-                workspace=self.label,
-                reasons=list(stop.reasons),
-                planned_deletes=planned,
-                listed=plan.listed,
-                fraction=round(planned / plan.listed, 4) if plan.listed else 0.0,
-                max_delete_fraction=plan.max_delete_fraction,
-                planned_cancels=cancels,
-                in_progress=plan.in_progress,
-                cancel_fraction=round(cancels / plan.in_progress, 4) if plan.in_progress else 0.0,
-                max_cancel_fraction=plan.max_cancel_fraction,
-                consequence="no cancel and no delete in this workspace this cycle",
-            )
+            _log_safety_stop(self.label, plan)
         if plan.deferred:
             for (action, rule), n in plan.deferred_counts.items():
                 self.tally.counts[(action, rule, ActionOutcome.DEFERRED)] += n
@@ -407,3 +392,22 @@ def count_by_outcome(counts: Mapping[tuple[Action, Rule, ActionOutcome], int]) -
     for (action, _rule, outcome), n in counts.items():
         by_outcome[f"{action}.{outcome}"] += n
     return dict(sorted(by_outcome.items()))
+
+
+def _log_safety_stop(label: str, plan: Plan) -> None:
+    """Log which fraction guard(s) stopped a workspace, with both guards' numbers."""
+    planned, cancels = plan.fraction_deletes, plan.count(Action.CANCEL)
+    log.warning(
+        "safety.stop",
+        workspace=label,
+        reasons=[str(guard) for guard in plan.tripped],
+        planned_deletes=planned,
+        listed=plan.listed,
+        fraction=round(planned / plan.listed, 4) if plan.listed else 0.0,
+        max_delete_fraction=plan.max_delete_fraction,
+        planned_cancels=cancels,
+        in_progress=plan.in_progress,
+        cancel_fraction=round(cancels / plan.in_progress, 4) if plan.in_progress else 0.0,
+        max_cancel_fraction=plan.max_cancel_fraction,
+        consequence="no cancel and no delete in this workspace this cycle",
+    )
