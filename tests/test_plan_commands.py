@@ -75,11 +75,11 @@ class FakeLister:
 
 def sample_listing() -> list[Batch]:
     return [
-        make_batch("msgbatch_old", age=20 * DAY),
-        make_batch("msgbatch_failed", age=40 * DAY, errored=2),
-        make_batch("msgbatch_stale", "in_progress", age=13 * HOUR),
-        make_batch("msgbatch_running", "in_progress", age=2 * HOUR),
-        make_batch("msgbatch_fresh", age=2 * DAY),
+        make_batch("msgbatch_old", created_ago=20 * DAY),
+        make_batch("msgbatch_failed", created_ago=40 * DAY, errored=2),
+        make_batch("msgbatch_stale", "in_progress", created_ago=13 * HOUR),
+        make_batch("msgbatch_running", "in_progress", created_ago=2 * HOUR),
+        make_batch("msgbatch_fresh", created_ago=2 * DAY),
     ]
 
 
@@ -242,8 +242,8 @@ async def test_plan_fails_closed_with_one_line_when_a_page_cannot_be_read() -> N
 async def test_plan_plans_each_workspace_on_its_own() -> None:
     """Keep-last counts within a workspace: each keeps its own newest ended batch."""
     listing: dict[str | None, list[Batch]] = {
-        "wrkspc_a": [make_batch("a1", age=20 * DAY, workspace="wrkspc_a")],
-        "wrkspc_b": [make_batch("b1", age=30 * DAY, workspace="wrkspc_b")],
+        "wrkspc_a": [make_batch("a1", created_ago=20 * DAY, workspace="wrkspc_a")],
+        "wrkspc_b": [make_batch("b1", created_ago=30 * DAY, workspace="wrkspc_b")],
     }
     out = io.StringIO()
     settings = settings_for(REAPER_WORKSPACE_IDS="wrkspc_a,wrkspc_b", REAPER_KEEP_LAST="1")

@@ -43,64 +43,79 @@ def decide(batch: Batch, policy: Policy = POLICY, *others: Batch) -> Decision:
 
 CASES = [
     # rule 1: protected wins over everything
-    ("protected stale", make_batch("p", "in_progress", age=5 * DAY), Action.KEEP, Rule.PROTECTED),
-    ("protected old ended", make_batch("p", age=90 * DAY), Action.KEEP, Rule.PROTECTED),
+    (
+        "protected stale",
+        make_batch("p", "in_progress", created_ago=5 * DAY),
+        Action.KEEP,
+        Rule.PROTECTED,
+    ),
+    ("protected old ended", make_batch("p", created_ago=90 * DAY), Action.KEEP, Rule.PROTECTED),
     # rule 2: younger than min_age; exactly min_age old is not protected by it
-    ("young", make_batch("a", "in_progress", age=HOUR - SECOND), Action.KEEP, Rule.MIN_AGE),
-    ("exactly min_age", make_batch("a", "in_progress", age=HOUR), Action.KEEP, Rule.NOT_ENDED),
+    ("young", make_batch("a", "in_progress", created_ago=HOUR - SECOND), Action.KEEP, Rule.MIN_AGE),
+    (
+        "exactly min_age",
+        make_batch("a", "in_progress", created_ago=HOUR),
+        Action.KEEP,
+        Rule.NOT_ENDED,
+    ),
     # rule 3: stale at exactly the threshold, not one second before
-    ("stale at 12h", make_batch("a", "in_progress", age=12 * HOUR), Action.CANCEL, Rule.STALE),
+    (
+        "stale at 12h",
+        make_batch("a", "in_progress", created_ago=12 * HOUR),
+        Action.CANCEL,
+        Rule.STALE,
+    ),
     (
         "stale 1s before",
-        make_batch("a", "in_progress", age=12 * HOUR - SECOND),
+        make_batch("a", "in_progress", created_ago=12 * HOUR - SECOND),
         Action.KEEP,
         Rule.NOT_ENDED,
     ),
     # rule 4: canceling is only ever waited for, however old
-    ("canceling", make_batch("a", "canceling", age=20 * DAY), Action.KEEP, Rule.NOT_ENDED),
+    ("canceling", make_batch("a", "canceling", created_ago=20 * DAY), Action.KEEP, Rule.NOT_ENDED),
     # rule 6: failed retention at exactly 30d after ended_at
     (
         "failed at 30d",
-        make_batch("a", age=31 * DAY, ended_ago=30 * DAY, errored=1),
+        make_batch("a", created_ago=31 * DAY, ended_ago=30 * DAY, errored=1),
         Action.DELETE,
         Rule.FAILED_RETENTION,
     ),
     (
         "failed 1s before",
-        make_batch("a", age=31 * DAY, ended_ago=30 * DAY - SECOND, expired=2),
+        make_batch("a", created_ago=31 * DAY, ended_ago=30 * DAY - SECOND, expired=2),
         Action.KEEP,
         Rule.RETAINED,
     ),
     # rule 7 does not apply to a failed batch, even past the ended retention
     (
         "failed past 7d",
-        make_batch("a", age=11 * DAY, ended_ago=10 * DAY, errored=3),
+        make_batch("a", created_ago=11 * DAY, ended_ago=10 * DAY, errored=3),
         Action.KEEP,
         Rule.RETAINED,
     ),
     # rule 7: ended retention at exactly 7d after ended_at
     (
         "ended at 7d",
-        make_batch("a", age=8 * DAY, ended_ago=7 * DAY),
+        make_batch("a", created_ago=8 * DAY, ended_ago=7 * DAY),
         Action.DELETE,
         Rule.ENDED_RETENTION,
     ),
     (
         "ended 1s before",
-        make_batch("a", age=8 * DAY, ended_ago=7 * DAY - SECOND),
+        make_batch("a", created_ago=8 * DAY, ended_ago=7 * DAY - SECOND),
         Action.KEEP,
         Rule.RETAINED,
     ),
     # rule 8
     (
         "unknown status",
-        make_batch("a", "archiving", age=90 * DAY),
+        make_batch("a", "archiving", created_ago=90 * DAY),
         Action.KEEP,
         Rule.UNKNOWN_STATUS,
     ),
     (
         "ended without ended_at",
-        replace(make_batch("a", age=90 * DAY), ended_at=None),
+        replace(make_batch("a", created_ago=90 * DAY), ended_at=None),
         Action.KEEP,
         Rule.RETAINED,
     ),
@@ -120,18 +135,18 @@ def test_each_rule_at_its_boundary(batch: Batch, action: Action, rule: Rule) -> 
 def test_min_age_boundary_for_an_ended_batch() -> None:
     """An ended batch exactly min_age old can be deleted; one second younger cannot."""
     policy = replace(POLICY, delete_ended_after=timedelta(0))
-    exact = make_batch("a", age=HOUR, ended_ago=timedelta(0))
-    younger = make_batch("b", age=HOUR - SECOND, ended_ago=timedelta(0))
+    exact = make_batch("a", created_ago=HOUR, ended_ago=timedelta(0))
+    younger = make_batch("b", created_ago=HOUR - SECOND, ended_ago=timedelta(0))
     assert decide(exact, policy).rule is Rule.ENDED_RETENTION
     assert decide(younger, policy).rule is Rule.MIN_AGE
 
 
 def test_eligible_at_is_when_the_threshold_was_crossed() -> None:
     """Delete: ended_at + retention; cancel: created_at + stale threshold; keep: None."""
-    ended = make_batch("e", age=20 * DAY, ended_ago=19 * DAY)
-    failed = make_batch("f", age=40 * DAY, ended_ago=35 * DAY, errored=1)
-    stale = make_batch("s", "in_progress", age=13 * HOUR)
-    kept = make_batch("k", "in_progress", age=2 * HOUR)
+    ended = make_batch("e", created_ago=20 * DAY, ended_ago=19 * DAY)
+    failed = make_batch("f", created_ago=40 * DAY, ended_ago=35 * DAY, errored=1)
+    stale = make_batch("s", "in_progress", created_ago=13 * HOUR)
+    kept = make_batch("k", "in_progress", created_ago=2 * HOUR)
     assert ended.ended_at is not None
     assert failed.ended_at is not None
     assert decide(ended).eligible_at == ended.ended_at + 7 * DAY
@@ -143,9 +158,13 @@ def test_eligible_at_is_when_the_threshold_was_crossed() -> None:
 @pytest.mark.parametrize(
     ("field", "batch", "rule"),
     [
-        ("cancel_stale_after", make_batch("a", "in_progress", age=23 * HOUR), Rule.NOT_ENDED),
-        ("delete_ended_after", make_batch("a", age=900 * DAY), Rule.RETAINED),
-        ("delete_failed_after", make_batch("a", age=900 * DAY, errored=1), Rule.RETAINED),
+        (
+            "cancel_stale_after",
+            make_batch("a", "in_progress", created_ago=23 * HOUR),
+            Rule.NOT_ENDED,
+        ),
+        ("delete_ended_after", make_batch("a", created_ago=900 * DAY), Rule.RETAINED),
+        ("delete_failed_after", make_batch("a", created_ago=900 * DAY, errored=1), Rule.RETAINED),
     ],
 )
 def test_never_switches_a_rule_off(field: str, batch: Batch, rule: Rule) -> None:
@@ -159,10 +178,10 @@ def test_zero_thresholds_act_as_soon_as_possible() -> None:
     policy = replace(
         POLICY, delete_ended_after=timedelta(0), cancel_stale_after=timedelta(0), min_age=HOUR
     )
-    assert decide(make_batch("a", age=2 * HOUR, ended_ago=timedelta(0)), policy).rule is (
+    assert decide(make_batch("a", created_ago=2 * HOUR, ended_ago=timedelta(0)), policy).rule is (
         Rule.ENDED_RETENTION
     )
-    assert decide(make_batch("b", "in_progress", age=HOUR), policy).rule is Rule.STALE
+    assert decide(make_batch("b", "in_progress", created_ago=HOUR), policy).rule is Rule.STALE
 
 
 # -- precedence collisions
@@ -171,8 +190,8 @@ def test_zero_thresholds_act_as_soon_as_possible() -> None:
 def test_an_active_hold_keeps_the_batch_right_after_protected() -> None:
     """Rule 1b: held until a moment after now keeps a stale or deletable batch; at ``until`` the
     hold has expired and is ignored; protection still names itself first."""
-    stale = make_batch("h", "in_progress", age=5 * DAY)
-    old = make_batch("o", age=90 * DAY)
+    stale = make_batch("h", "in_progress", created_ago=5 * DAY)
+    old = make_batch("o", created_ago=90 * DAY)
     holds = {
         "h": Hold("h", NOW + SECOND, reason="audit", by="ana"),
         "o": Hold("o", NOW, reason="expired"),
@@ -182,13 +201,13 @@ def test_an_active_hold_keeps_the_batch_right_after_protected() -> None:
     assert decisions["o"].rule is Rule.ENDED_RETENTION
     protected = replace(POLICY, protect_ids=frozenset({"h"}))
     assert plan_all([stale], protected, holds=holds)[1]["h"].rule is Rule.PROTECTED
-    young = make_batch("y", age=10 * 60 * SECOND, ended_ago=60 * SECOND)
+    young = make_batch("y", created_ago=10 * 60 * SECOND, ended_ago=60 * SECOND)
     assert plan_all([young], POLICY, holds={"y": Hold("y", NOW + DAY)})[1]["y"].rule is Rule.HELD
 
 
 def test_a_held_batch_still_takes_its_keep_last_place() -> None:
     """Keep-last ranks every ended batch, held ones included (like protected ones)."""
-    batches = [make_batch(f"b{i}", age=(20 + i) * DAY) for i in range(3)]
+    batches = [make_batch(f"b{i}", created_ago=(20 + i) * DAY) for i in range(3)]
     holds = {"b0": Hold("b0", NOW + DAY)}
     _, decisions = plan_all(batches, replace(POLICY, keep_last=1), holds=holds)
     assert [decisions[f"b{i}"].rule for i in range(3)] == [
@@ -212,7 +231,9 @@ def test_canceled_stale_deletes_a_batch_canceled_once_stale_as_soon_as_it_ended(
 ) -> None:
     """Rule 5b: ended a minute ago, canceled at least the stale threshold after creation ->
     delete, eligible since ended_at (not ended_at + a retention)."""
-    batch = make_batch("c", age=2 * DAY, ended_ago=60 * SECOND, canceled_after=canceled_after)
+    batch = make_batch(
+        "c", created_ago=2 * DAY, ended_ago=60 * SECOND, canceled_after=canceled_after
+    )
     found = decide(batch, replace(POLICY, delete_canceled=delete_canceled))
     assert found.rule is rule
     if rule is Rule.CANCELED_STALE:
@@ -222,7 +243,7 @@ def test_canceled_stale_deletes_a_batch_canceled_once_stale_as_soon_as_it_ended(
 
 def test_canceled_stale_comes_after_keep_last_and_min_age() -> None:
     """Rules 2 and 5 still keep a canceled-stale batch; it wins over rules 6 and 7."""
-    batch = make_batch("c", age=2 * DAY, ended_ago=60 * SECOND, canceled_after=13 * HOUR)
+    batch = make_batch("c", created_ago=2 * DAY, ended_ago=60 * SECOND, canceled_after=13 * HOUR)
     assert decide(batch, replace(POLICY, keep_last=1)).rule is Rule.KEEP_LAST
     assert decide(batch, replace(POLICY, min_age=3 * DAY)).rule is Rule.MIN_AGE
     assert decide(batch, replace(POLICY, cancel_stale_after=None)).rule is Rule.RETAINED
@@ -231,14 +252,14 @@ def test_canceled_stale_comes_after_keep_last_and_min_age() -> None:
 def test_young_and_ended_long_ago_is_kept_by_min_age() -> None:
     """min_age (rule 2) wins over the retention rules, even with 0s retention."""
     policy = replace(POLICY, delete_ended_after=timedelta(0), delete_failed_after=timedelta(0))
-    young = make_batch("a", age=30 * 60 * SECOND, ended_ago=29 * 60 * SECOND, errored=1)
+    young = make_batch("a", created_ago=30 * 60 * SECOND, ended_ago=29 * 60 * SECOND, errored=1)
     assert decide(young, policy).rule is Rule.MIN_AGE
 
 
 def test_keep_last_wins_over_failed_retention() -> None:
     """keep-last (rule 5) keeps the newest ended batches, failed or not; the older go."""
     policy = replace(POLICY, keep_last=2)
-    batches = [make_batch(f"b{i}", age=(40 + i) * DAY, errored=1) for i in range(3)]
+    batches = [make_batch(f"b{i}", created_ago=(40 + i) * DAY, errored=1) for i in range(3)]
     result, decisions = plan_all(batches, policy)
     assert kept_rules(decisions) == {"b0": Rule.KEEP_LAST, "b1": Rule.KEEP_LAST}
     assert [(d.batch.id, d.rule) for d in result.deletes] == [("b2", Rule.FAILED_RETENTION)]
@@ -252,10 +273,10 @@ def test_keep_last_ranks_all_ended_batches_protected_and_young_included() -> Non
     """
     policy = replace(POLICY, keep_last=2, protect_ids=frozenset({"protected"}))
     batches = [
-        make_batch("young", age=30 * 60 * SECOND, ended_ago=60 * SECOND),
-        make_batch("protected", age=10 * DAY),
-        make_batch("old1", age=20 * DAY),
-        make_batch("old2", age=21 * DAY),
+        make_batch("young", created_ago=30 * 60 * SECOND, ended_ago=60 * SECOND),
+        make_batch("protected", created_ago=10 * DAY),
+        make_batch("old1", created_ago=20 * DAY),
+        make_batch("old2", created_ago=21 * DAY),
     ]
     _, decisions = plan_all(batches, policy)
     rules = {i: d.rule for i, d in decisions.items()}
@@ -271,10 +292,10 @@ def test_keep_last_counts_only_ended_batches() -> None:
     """Newer in_progress batches take no keep-last place."""
     policy = replace(POLICY, keep_last=1)
     batches = [
-        make_batch("running", "in_progress", age=2 * HOUR),
-        make_batch("canceling", "canceling", age=3 * HOUR),
-        make_batch("newest_ended", age=20 * DAY),
-        make_batch("older_ended", age=30 * DAY),
+        make_batch("running", "in_progress", created_ago=2 * HOUR),
+        make_batch("canceling", "canceling", created_ago=3 * HOUR),
+        make_batch("newest_ended", created_ago=20 * DAY),
+        make_batch("older_ended", created_ago=30 * DAY),
     ]
     _, decisions = plan_all(batches, policy)
     rules = {i: d.rule for i, d in decisions.items()}
@@ -285,7 +306,10 @@ def test_keep_last_counts_only_ended_batches() -> None:
 def test_keep_last_breaks_created_at_ties_by_id() -> None:
     """Two ended batches created at the same instant: the greater id counts as more recent."""
     policy = replace(POLICY, keep_last=1)
-    a, b = make_batch("msgbatch_a", age=20 * DAY), make_batch("msgbatch_b", age=20 * DAY)
+    a, b = (
+        make_batch("msgbatch_a", created_ago=20 * DAY),
+        make_batch("msgbatch_b", created_ago=20 * DAY),
+    )
     for order in ([a, b], [b, a]):
         result, decisions = plan_all(order, policy)
         assert list(kept_rules(decisions)) == ["msgbatch_b"]
@@ -300,16 +324,18 @@ def test_canceling_is_never_acted_on() -> None:
         delete_ended_after=timedelta(0),
         delete_failed_after=timedelta(0),
     )
-    assert decide(make_batch("c", "canceling", age=100 * DAY), policy).rule is Rule.NOT_ENDED
+    assert (
+        decide(make_batch("c", "canceling", created_ago=100 * DAY), policy).rule is Rule.NOT_ENDED
+    )
 
 
 def test_an_unknown_status_is_kept_and_reported_even_when_an_earlier_rule_decides() -> None:
     """Unknown statuses are kept (rule unknown_status unless protected or young) and listed."""
     policy = replace(POLICY, protect_ids=frozenset({"p"}))
     batches = [
-        make_batch("p", "archiving", age=90 * DAY),
-        make_batch("y", "archiving", age=10 * 60 * SECOND),
-        make_batch("u", "archiving", age=90 * DAY),
+        make_batch("p", "archiving", created_ago=90 * DAY),
+        make_batch("y", "archiving", created_ago=10 * 60 * SECOND),
+        make_batch("u", "archiving", created_ago=90 * DAY),
     ]
     result, decisions = plan_all(batches, policy)
     assert kept_rules(decisions) == {
@@ -368,7 +394,7 @@ def test_stale_cancels_count_as_deletes_when_canceled_batches_are_deleted() -> N
 
 def test_the_cancel_fraction_is_measured_over_in_progress_batches() -> None:
     """2 stale of 4 in_progress (and 50 ended) is 50 %: above 0.4, whatever else is listed."""
-    listing = mixed_listing(0, 2, 2) + [make_batch(f"e{i}", age=2 * DAY) for i in range(50)]
+    listing = mixed_listing(0, 2, 2) + [make_batch(f"e{i}", created_ago=2 * DAY) for i in range(50)]
     result = plan(listing, NOW, replace(POLICY, max_cancel_fraction=0.4))
     assert result.stop is StopReason.SAFETY_STOP
     assert result.tripped == (Guard.CANCEL_FRACTION,)
@@ -434,7 +460,7 @@ def test_a_safety_stop_and_the_cap_together() -> None:
 
 def test_the_deferred_sample_is_bounded_and_names_the_next_in_line() -> None:
     """Thousands deferred: counted in full, SAMPLE_SIZE of them named, the most overdue first."""
-    batches = [make_batch(f"d{i:05}", age=(10 + i / 100) * DAY) for i in range(5000)]
+    batches = [make_batch(f"d{i:05}", created_ago=(10 + i / 100) * DAY) for i in range(5000)]
     result = plan(batches, NOW, replace(POLICY, max_actions_per_run=3))
     assert [d.batch.id for d in result.deletes] == ["d04999", "d04998", "d04997"]
     assert result.deferred == 4997
@@ -444,8 +470,10 @@ def test_the_deferred_sample_is_bounded_and_names_the_next_in_line() -> None:
 
 def test_deletes_are_ordered_by_eligibility_across_rules() -> None:
     """A failed batch eligible earlier goes before an ended one eligible later."""
-    failed = make_batch("failed", age=70 * DAY, ended_ago=60 * DAY, errored=1)  # eligible 30d ago
-    ended = make_batch("ended", age=12 * DAY, ended_ago=10 * DAY)  # eligible 3d ago
+    failed = make_batch(
+        "failed", created_ago=70 * DAY, ended_ago=60 * DAY, errored=1
+    )  # eligible 30d ago
+    ended = make_batch("ended", created_ago=12 * DAY, ended_ago=10 * DAY)  # eligible 3d ago
     result = plan([ended, failed], NOW, POLICY)
     assert [d.batch.id for d in result.deletes] == ["failed", "ended"]
 
@@ -455,7 +483,9 @@ def test_deletes_are_ordered_by_eligibility_across_rules() -> None:
 
 def test_pages_added_one_by_one_give_the_same_plan() -> None:
     """Planning page by page equals planning the whole listing at once."""
-    batches = mixed_listing(5, 4, 3) + [make_batch(f"n{i}", age=(9 + i) * DAY) for i in range(5)]
+    batches = mixed_listing(5, 4, 3) + [
+        make_batch(f"n{i}", created_ago=(9 + i) * DAY) for i in range(5)
+    ]
     policy = replace(POLICY, keep_last=3, max_actions_per_run=4)
     planner = Planner(policy, NOW)
     for start in range(0, len(batches), 4):
@@ -475,7 +505,9 @@ def test_the_planner_counts_statuses_and_the_oldest_batch() -> None:
 
 def test_every_decision_is_streamed_once_and_none_is_stored() -> None:
     """on_decision sees each listed batch exactly once; the plan keeps only its actions."""
-    batches = mixed_listing(2, 3) + [make_batch(f"n{i}", age=(9 + i) * DAY) for i in range(3)]
+    batches = mixed_listing(2, 3) + [
+        make_batch(f"n{i}", created_ago=(9 + i) * DAY) for i in range(3)
+    ]
     seen: list[str] = []
     result = plan(
         batches, NOW, replace(POLICY, keep_last=2), on_decision=lambda d: seen.append(d.batch.id)

@@ -26,7 +26,7 @@ def explained(batch_id: str, batches: list[Batch], policy: Policy = POLICY) -> s
 
 def test_explain_gives_the_numbers_behind_a_delete() -> None:
     """'Why will this be deleted?': the ages and thresholds, rule by rule."""
-    batch = make_batch("x", age=8 * DAY + 3 * HOUR, ended_ago=8 * DAY + 2 * HOUR)
+    batch = make_batch("x", created_ago=8 * DAY + 3 * HOUR, ended_ago=8 * DAY + 2 * HOUR)
     found = explain("x", [batch], NOW, POLICY)
     assert found is not None
     assert (found.decision.action, found.decision.rule) == (Action.DELETE, Rule.ENDED_RETENTION)
@@ -40,21 +40,21 @@ def test_explain_gives_the_numbers_behind_a_delete() -> None:
 
 def test_explain_names_the_retention_rule_that_applies_instead() -> None:
     """Rule 6 points at rule 7 for a batch without failures, and rule 7 at rule 6 for one with."""
-    clean = explained("x", [make_batch("x", age=9 * DAY, ended_ago=8 * DAY)])
+    clean = explained("x", [make_batch("x", created_ago=9 * DAY, ended_ago=8 * DAY)])
     assert "failed_retention False 0 errored + 0 expired requests: rule 7 (no failures)" in clean
-    failed = explained("y", [make_batch("y", age=9 * DAY, ended_ago=8 * DAY, errored=2)])
+    failed = explained("y", [make_batch("y", created_ago=9 * DAY, ended_ago=8 * DAY, errored=2)])
     assert "ended_retention False 2 errored + 0 expired requests: rule 6 (failures)" in failed
 
 
 def test_explain_says_when_a_batch_becomes_eligible() -> None:
     """A kept batch's explanation says how long until its retention runs out."""
-    text = explained("x", [make_batch("x", age=6 * DAY, ended_ago=5 * DAY)])
+    text = explained("x", [make_batch("x", created_ago=6 * DAY, ended_ago=5 * DAY)])
     assert "less than REAPER_DELETE_ENDED_AFTER=7d (eligible in 2d)" in text
 
 
 def test_explain_ranks_keep_last() -> None:
     """Rule 5's verdict gives the batch's place among the ended batches."""
-    batches = [make_batch(f"b{i}", age=(10 + i) * DAY) for i in range(4)]
+    batches = [make_batch(f"b{i}", created_ago=(10 + i) * DAY) for i in range(4)]
     found = explain("b1", batches, NOW, replace(POLICY, keep_last=2))
     assert found is not None
     assert found.keep_last_rank == 2
@@ -85,7 +85,7 @@ def test_explain_an_unlisted_batch_is_none() -> None:
 def test_explain_shows_the_hold_with_until_reason_and_owner() -> None:
     """An active hold decides (rule held) and explain says until when, why and who; an expired
     one is named as ignored."""
-    batch = make_batch("x", age=90 * DAY)
+    batch = make_batch("x", created_ago=90 * DAY)
     holds = {"x": Hold("x", NOW + 2 * DAY, reason="legal review", by="ana@example.com")}
     found = explain("x", [batch], NOW, POLICY, holds=holds)
     assert found is not None
@@ -105,7 +105,7 @@ def test_explain_shows_the_hold_with_until_reason_and_owner() -> None:
 
 def test_explain_shows_canceled_stale() -> None:
     """Rule 5b: canceled once stale, so deleted as soon as it ended, with the numbers."""
-    batch = make_batch("x", age=2 * DAY, ended_ago=HOUR, canceled_after=13 * HOUR)
+    batch = make_batch("x", created_ago=2 * DAY, ended_ago=HOUR, canceled_after=13 * HOUR)
     found = explain("x", [batch], NOW, POLICY)
     assert found is not None
     assert found.decision.rule is Rule.CANCELED_STALE
@@ -113,7 +113,7 @@ def test_explain_shows_canceled_stale() -> None:
         "canceled 13h after creation, at least REAPER_CANCEL_STALE_AFTER=12h: delete "
         "(eligible since it ended)"
     )
-    early = make_batch("y", age=2 * DAY, ended_ago=HOUR, canceled_after=2 * HOUR)
+    early = make_batch("y", created_ago=2 * DAY, ended_ago=HOUR, canceled_after=2 * HOUR)
     found = explain("y", [early], NOW, POLICY)
     assert found is not None
     check = next(c for c in found.checks if c.rule is Rule.CANCELED_STALE)
@@ -159,7 +159,7 @@ def test_the_explain_command_reads_the_holds_file(tmp_path: Path) -> None:
     )
     settings = load_settings({"ANTHROPIC_API_KEY": "sk-ant-x", "REAPER_HOLDS_FILE": str(holds)})
     out, err = io.StringIO(), io.StringIO()
-    lister = _Lister([make_batch("x", age=90 * DAY)])
+    lister = _Lister([make_batch("x", created_ago=90 * DAY)])
     run = run_explain(settings, "x", now=NOW, json_output=False, out=out, err=err, client=lister)
     assert asyncio.run(run) == 0
     assert "decision: keep (rule held)" in out.getvalue()

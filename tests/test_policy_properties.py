@@ -75,23 +75,21 @@ KINDS = (
 
 
 def _make_batch(number: int, kind: Kind, age: int) -> Batch:
-    ended = kind.status == "ended"
-    created = NOW - timedelta(seconds=age)
-    ended_at = NOW - timedelta(seconds=round(age * (1 - kind.ended_share))) if ended else None
-    initiated = None
-    if ended_at is not None and kind.canceled_share is not None:
-        initiated = created + (ended_at - created) * kind.canceled_share
-    return Batch(
-        id=f"msgbatch_{number:04}",
-        processing_status=kind.status,
-        created_at=created,
-        request_counts=(
-            RequestCounts(succeeded=2, errored=kind.errored, expired=kind.expired)
-            if ended
-            else RequestCounts(processing=5)
-        ),
-        ended_at=ended_at,
-        cancel_initiated_at=initiated,
+    """One generated batch, ``age`` seconds old at NOW, the rest from its kind."""
+    created_ago = timedelta(seconds=age)
+    ended_ago = timedelta(seconds=round(age * (1 - kind.ended_share)))
+    canceled_after = None
+    if kind.status == "ended" and kind.canceled_share is not None:
+        canceled_after = (created_ago - ended_ago) * kind.canceled_share
+    return make_batch(
+        f"msgbatch_{number:04}",
+        kind.status,
+        created_ago=created_ago,
+        ended_ago=ended_ago,
+        succeeded=2,
+        errored=kind.errored,
+        expired=kind.expired,
+        canceled_after=canceled_after,
     )
 
 
@@ -328,9 +326,9 @@ def test_the_cancel_fraction_guard_counts_in_progress_batches(
     limit stop the workspace: no cancel, and no delete either."""
     stale = round(stale_share * in_progress)
     listing = [
-        make_batch(f"p{i:03}", "in_progress", age=(20 if i < stale else 2) * HOUR)
+        make_batch(f"p{i:03}", "in_progress", created_ago=(20 if i < stale else 2) * HOUR)
         for i in range(in_progress)
-    ] + [make_batch(f"e{i:03}", age=40 * DAY) for i in range(50)]
+    ] + [make_batch(f"e{i:03}", created_ago=40 * DAY) for i in range(50)]
     result = plan(listing, NOW, Policy(max_cancel_fraction=fraction, min_age=timedelta(0)))
     trips = stale > 0 and Fraction(stale, in_progress) > Fraction(str(fraction))
     assert (Guard.CANCEL_FRACTION in result.tripped) == trips
