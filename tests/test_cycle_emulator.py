@@ -30,7 +30,7 @@ from reaper.emulator.state import EmulatorState
 from reaper.metrics import Metrics
 from reaper.models import format_time
 from reaper.settings import Settings, load_settings
-from tests.fake_api import FastTime
+from tests.helpers import Clock
 
 pytestmark = pytest.mark.anyio
 
@@ -179,7 +179,7 @@ def settings_for(base_url: str, **env: str) -> Settings:
 
 
 @contextmanager
-def emulator(warp: FastTime, **kwargs: Any) -> Iterator[tuple[str, EmulatorState]]:
+def emulator(warp: Clock, **kwargs: Any) -> Iterator[tuple[str, EmulatorState]]:
     state = new_state(api_key=KEY, cancel_seconds=45, monotonic=warp.monotonic, **kwargs)
     with running_emulator(state) as (base_url, running):
         yield base_url, running
@@ -187,7 +187,7 @@ def emulator(warp: FastTime, **kwargs: Any) -> Iterator[tuple[str, EmulatorState
 
 @asynccontextmanager
 async def client_for(
-    settings: Settings, state: EmulatorState, warp: FastTime, metrics: Metrics
+    settings: Settings, state: EmulatorState, warp: Clock, metrics: Metrics
 ) -> AsyncIterator[BatchClient]:
     async with BatchClient(
         api_key=settings.api_key_value(),
@@ -242,7 +242,7 @@ async def other_traffic(
 
 
 async def one_cycle(
-    settings: Settings, state: EmulatorState, warp: FastTime, metrics: Metrics
+    settings: Settings, state: EmulatorState, warp: Clock, metrics: Metrics
 ) -> CycleReport:
     async def emulator_sleep(seconds: float) -> None:
         state.advance(seconds)
@@ -268,7 +268,7 @@ def successful_mutations(state: EmulatorState, endpoint: str) -> list[str]:
 
 async def test_seeded_mix_reaches_the_exact_end_state_in_one_cycle(metrics: Metrics) -> None:
     """Fault-free: one cycle deletes exactly the expected ids with the minimum of requests."""
-    warp = FastTime()
+    warp = Clock(speedup=50)
     with emulator(warp) as (base_url, state):
         state.seed_objects(seeded_mix(state.now()))
         start = state.now()
@@ -299,7 +299,7 @@ async def test_seeded_mix_reaches_the_exact_end_state_in_one_cycle(metrics: Metr
 
 async def test_dry_run_makes_zero_mutating_requests(metrics: Metrics) -> None:
     """A dry run against the emulator: only list requests arrive, and nothing changes."""
-    warp = FastTime()
+    warp = Clock(speedup=50)
     with emulator(warp) as (base_url, state):
         state.seed_objects(seeded_mix(state.now()))
         before = remaining(state)
@@ -329,7 +329,7 @@ FAULTS: dict[str, tuple[Faults, dict[str, str]]] = {
 async def test_with_faults_the_end_state_is_still_exact(metrics: Metrics, name: str) -> None:
     """Under faults a few cycles converge on the same end state, and nothing else is touched."""
     faults, env = FAULTS[name]
-    warp = FastTime()
+    warp = Clock(speedup=50)
     with emulator(warp) as (base_url, state):
         state.seed_objects(seeded_mix(state.now()))
         state.faults = faults
@@ -363,7 +363,7 @@ async def test_with_faults_the_end_state_is_still_exact(metrics: Metrics, name: 
 
 async def test_cancel_wait_timeout_leaves_the_batch_canceling(metrics: Metrics) -> None:
     """A cancel slower than the wait: the batch is left canceling, the rest is done, exit 0."""
-    warp = FastTime()
+    warp = Clock(speedup=50)
     with emulator(warp) as (base_url, state):
         state.cancel_seconds = 600
         state.seed_objects(seeded_mix(state.now()))
@@ -382,7 +382,7 @@ async def test_cancel_wait_timeout_leaves_the_batch_canceling(metrics: Metrics) 
 
 async def test_workspaces_are_swept_one_after_another(metrics: Metrics) -> None:
     """Both configured workspaces reach the expected state; the unconfigured one is untouched."""
-    warp = FastTime()
+    warp = Clock(speedup=50)
     with emulator(warp) as (base_url, state):
         now = state.now()
         state.seed_objects([*seeded_mix(now, "wrkspc_a", "a_"), *seeded_mix(now, "wrkspc_b", "b_")])

@@ -3,7 +3,7 @@
 Time: the batches live on the emulator's manual clock; a cycle's ``now`` reads it (plus an offset
 when a test puts the two clocks apart) and the cycle's own pauses (the cancel wait) move it, so a
 cancel that takes 30 s costs no real time. The client's pauses (retries, pacing, rate-limit holds)
-run on ``FastTime``, ``FACTOR`` times faster than the wall clock, which the emulator's rate
+run on a fast ``Clock``, ``FACTOR`` times faster than the wall clock, which the emulator's rate
 limiter shares, so that both sides agree on what a second is.
 """
 
@@ -26,7 +26,7 @@ from reaper.emulator.state import EmulatorState
 from reaper.metrics import Metrics
 from reaper.settings import Settings, load_settings
 from tests.chaos import population as pop
-from tests.fake_api import FastTime
+from tests.helpers import Clock
 
 # A canary: if any 8-character run of it shows up in an output, the key leaked.
 KEY: Final = "sk-ant-api03-CANARY-Zq7Wx3Rv9Tb2Nm5Lk8Hj4Gf6Dc1Sa0Pe-QoUiYtRwXz_AAAA"
@@ -109,7 +109,7 @@ class Chaos:
 
     base_url: str
     state: EmulatorState
-    fast: FastTime
+    fast: Clock
     seeded: set[str]
     metrics: Metrics = field(default_factory=Metrics)
 
@@ -185,7 +185,7 @@ class Chaos:
 @asynccontextmanager
 async def chaos_emulator(**state_options: Any) -> AsyncIterator[Chaos]:
     """Serve a fresh emulator seeded with the population over loopback; yield the harness."""
-    fast = FastTime(FACTOR)
+    fast = Clock(speedup=FACTOR)
     options: dict[str, Any] = {"api_key": KEY, "cancel_seconds": 30, "monotonic": fast.monotonic}
     options.update(state_options)
     state = new_state(**options)

@@ -39,6 +39,7 @@ from reaper.metrics import Metrics
 from reaper.models import format_time
 from reaper.settings import Settings, load_settings
 from tests.chaos.conftest import KEY
+from tests.helpers import Clock
 
 pytestmark = pytest.mark.slow
 
@@ -210,20 +211,6 @@ class Truth:
     canceled: datetime | None = None  # cancel_initiated_at
 
 
-class FakeTime:
-    """The client's monotonic clock and sleep: time passes only when somebody waits."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
-
-
 def truth(state: EmulatorState) -> dict[str, Truth]:
     """Take every batch's true status, times and counts now."""
     found = {}
@@ -318,7 +305,7 @@ async def run_example(
     random_seed: int,
 ) -> None:
     """Seed, then run a cycle per (faults, seconds to wait after) and check each one."""
-    fake = FakeTime()
+    fake = Clock(monotonic_start=0.0)  # time passes only when somebody waits
     state = new_state(
         api_key=KEY,
         cancel_seconds=cancel_seconds,
