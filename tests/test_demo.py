@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -21,11 +21,11 @@ from reaper.commands.demo.scenario import (
     PROTECTED_ID,
     WORKSPACES,
     Stage,
-    StaleAndProtected,
     Step,
     demo_settings,
     seed,
 )
+from reaper.commands.demo.steps import StaleAndProtected
 from reaper.cycle import run_cycle
 from reaper.emulator.harness import asgi_transport
 from reaper.outcomes import ActionOutcome, CycleOutcome, CycleReport
@@ -98,6 +98,18 @@ def test_demo_finishes_within_a_minute_with_plan_live_cycles_summary_and_metrics
     )
     assert deletes_done == deleted
     assert "/readyz answered 200." in out
+    # Archive-ahead and the ledger, in a temp folder that is gone once the demo ends.
+    archive = re.search(r"Archive: the results of (\d+) batch(es)? in (\S+), .*; (\d+) of", out)
+    ledger = re.search(r"Ledger: (\d+) lines in (\S+) \((\d+) done, (\d+) intent\)", out)
+    assert archive, out
+    assert ledger, out
+    assert int(archive.group(4)) > 0  # saved ahead: batches the policy still keeps
+    assert int(ledger.group(4)) == canceled + deleted == int(ledger.group(3))
+    assert re.search(
+        r"e\.g\. msgbatch_\S+: intent delete \(rule \w+\), done 200; its results: a", out
+    )
+    assert not Path(archive.group(3)).exists()
+    assert not Path(ledger.group(2)).exists()
 
 
 @pytest.mark.slow
@@ -133,7 +145,7 @@ async def test_the_demo_scenario_cancels_deletes_defers_and_spares_the_protected
     demo = Demo(
         demo_settings(dry_run=True, log_format="console", log_level="error"), live, io.StringIO()
     )
-    seed(demo.state)
+    seed(demo.state, [StaleAndProtected()])
     async with BatchClient.from_settings(
         live, metrics=demo.metrics, transport=asgi_transport(demo.state)
     ) as client:
@@ -163,8 +175,11 @@ async def test_the_demo_scenario_cancels_deletes_defers_and_spares_the_protected
 class Marker(Step):
     """A step that seeds one batch, sets one variable and says something at every hook."""
 
-    def environ(self, workdir: Path) -> Mapping[str, str]:
-        return {"REAPER_KEEP_LAST": "3"}
+    def settings(self, workdir: Path) -> Sequence[tuple[str, str, str]]:
+        return (("REAPER_KEEP_LAST", "3", "keep 3"),)
+
+    def prepare(self, workdir: Path) -> None:
+        (workdir / "marker").touch()
 
     def seed(self, stage: Stage) -> None:
         stage.state.seed_objects([{"id": "msgbatch_marker", "workspace_id": WORKSPACES[1]}])
@@ -200,7 +215,9 @@ async def test_a_step_added_to_the_story_seeds_sets_and_narrates_at_each_hook(
             await demo.cycle(client, number)
     demo.summary(demo.state.counts_by_workspace(), 1.0)
     text = out.getvalue()
-    assert re.search(r"cycle 1 .*\n\s+marker before 1 at .*\n\s+marker after 1: \d+ listed", text)
+    paragraph = r"cycle 1 [^\n]*\n(?:[^\n]*\n)*?"
+    hooks = r"\s+marker before 1 at [^\n]*\n\s+marker after 1: \d+ listed\n\s+requests: "
+    assert re.search(paragraph + hooks, text)
     assert "marker before 2" in text
     assert "marker summary: 2 cycles" in text
     assert "Kept: the protected batch" in text

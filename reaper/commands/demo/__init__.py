@@ -11,10 +11,11 @@ Nothing leaves the process but the metrics server on a free loopback port: the c
 emulator through an in-process transport, and no ``ANTHROPIC_*`` or ``REAPER_*`` variable is read
 except ``REAPER_LOG_FORMAT`` and ``REAPER_LOG_LEVEL``. The text is for people; with
 ``REAPER_LOG_FORMAT=json`` the daemon's log lines take stdout and the text moves to stderr. Files a
-step needs (archive, ledger, holds) go to a temporary folder removed at the end.
+step needs (the archive, the ledger) go to a temporary folder removed at the end.
 
-The package: ``scenario`` (the policy, the batches, and the ``Step``s that tell each part of the
-story: add one there), ``narration`` (the text, no I/O) and ``orchestration`` (the run itself).
+The package: ``scenario`` (the policy, the batches, what a ``Step`` may do), ``steps`` (the parts
+of the story: stale batches and a protected one; results archived ahead and the ledger; add a
+part there), ``narration`` (the text, no I/O) and ``orchestration`` (the run itself).
 """
 
 from __future__ import annotations

@@ -37,7 +37,12 @@ def indent(lines: Iterable[str], levels: int = 1) -> list[str]:
     return [pad + line if line else "" for line in lines]
 
 
-def intro(batches: int, archived: int, before: Mapping[str, Mapping[str, int]]) -> list[str]:
+def intro(
+    batches: int,
+    archived: int,
+    before: Mapping[str, Mapping[str, int]],
+    extra: Sequence[tuple[str, str, str]] = (),
+) -> list[str]:
     """Return parts 1 and 2: what the emulator holds, and the policy."""
     return [
         "batch-reaper demo: the daemon's job against an in-process Message Batches emulator.",
@@ -49,7 +54,7 @@ def intro(batches: int, archived: int, before: Mapping[str, Mapping[str, int]]) 
         f"   {archived} ended over 29 days ago: the API has archived their results.",
         "",
         "2. The demo's policy (set by environment variables; see `reaper check-config`):",
-        *indent(policy_lines()),
+        *indent(policy_lines(extra)),
         "",
     ]
 
@@ -77,11 +82,12 @@ def live_intro(interval_seconds: float, url: str) -> list[str]:
     ]
 
 
-def policy_lines() -> list[str]:
-    """Return the policy as ``VARIABLE=value  meaning`` lines."""
-    settings = [f"{name}={value}" for name, value, _ in POLICY]
-    width = max(len(s) for s in settings)
-    return [f"{s.ljust(width)}  {what}" for s, (_, _, what) in zip(settings, POLICY, strict=True)]
+def policy_lines(extra: Sequence[tuple[str, str, str]] = ()) -> list[str]:
+    """Return the policy (and the steps' settings) as ``VARIABLE=value  meaning`` lines."""
+    rows = (*POLICY, *extra)
+    settings = [f"{name}={value}" for name, value, _ in rows]
+    width = max(len(s) for s in settings if len(s) < 48)
+    return [f"{s.ljust(width)}  {what}" for s, (_, _, what) in zip(settings, rows, strict=True)]
 
 
 def status_table(

@@ -29,9 +29,11 @@ from reaper.commands.demo.scenario import (
     Step,
     demo_settings,
     seed,
-    steps,
+    step_settings,
 )
+from reaper.commands.demo.steps import steps
 from reaper.commands.run import ReadinessProgress
+from reaper.commands.wiring import build_archiver
 from reaper.cycle import run_cycle
 from reaper.daemon import run_daemon
 from reaper.emulator.clock import ManualClock
@@ -58,6 +60,8 @@ def main(args: argparse.Namespace) -> int:
     story = steps()
     with tempfile.TemporaryDirectory(prefix="reaper-demo-") as tmp:
         workdir = Path(tmp)
+        for step in story:
+            step.prepare(workdir)
         options = {"log_format": log_format, "log_level": log_level}
         plan_settings = demo_settings(dry_run=True, workdir=workdir, story=story, **options)
         live_settings = demo_settings(dry_run=False, workdir=workdir, story=story, **options)
@@ -95,6 +99,7 @@ class Demo:
         )
         self.stage = Stage(self.state, workdir)
         self.metrics = Metrics()
+        self.archiver = build_archiver(live_settings, self.metrics, now=self.state.now)
         self.health = Health()
         self.live_reports: list[CycleReport] = []
         self.cycles_started = 0
@@ -111,7 +116,8 @@ class Demo:
         started = time.monotonic()
         seed(self.state, self.story, self.stage.workdir)
         before = self.state.counts_by_workspace()
-        self.say(*narration.intro(len(self.state), self.state.archived_count(), before))
+        extra = step_settings(self.story, self.stage.workdir)
+        self.say(*narration.intro(len(self.state), self.state.archived_count(), before, extra))
         transport = asgi_transport(self.state)
         async with BatchClient.from_settings(
             self.live_settings, metrics=self.metrics, transport=transport
@@ -171,13 +177,15 @@ class Demo:
             now=self.state.now,
             sleep=self.emulated_sleep,
             progress=ReadinessProgress(self.health),
+            archiver=self.archiver,
         )
         self.live_reports.append(report)
         after = [
             line for step in self.story for line in step.after_cycle(self.stage, number, report)
         ]
         lines = narration.cycle_lines(number, report, self.state.now())
-        self.say(*lines[:1], *narration.indent(before + after, 2), *lines[1:], "")
+        steps_said = [f"     {line}" for line in before + after]
+        self.say(*lines[:-1], *steps_said, *lines[-1:], "")
         return report
 
     async def emulated_sleep(self, seconds: float) -> None:

@@ -1,22 +1,22 @@
 """The demo's story: its policy, its emulator's batches, and the steps that tell the rest.
 
 The base scenario seeds a realistic mix over 40 days in two workspaces. Every other part of the
-story is a ``Step``: it may add settings (``environ``), seed batches it wants to show, act on the
-emulator before each live cycle, and add lines after each cycle and to the summary. To add a part
-to the demo, write a ``Step`` subclass and append an instance to ``steps()``.
+story is a ``Step``: it may add settings (shown with the policy), prepare files in the demo's
+temporary folder, seed batches it wants to show, act on the emulator before each live cycle, and
+add lines after each cycle and to the summary. To add a part to the demo, write a ``Step``
+subclass in ``reaper.commands.demo.steps`` and add an instance to its ``steps()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from reaper.emulator.harness import IN_PROCESS_BASE_URL
 from reaper.emulator.state import EmulatorState
-from reaper.models import format_time
 from reaper.outcomes import CycleReport
 from reaper.settings import Settings, load_settings
 
@@ -67,10 +67,13 @@ class Stage:
 class Step:
     """One part of the demo's story. Every hook is optional; override those the step needs."""
 
-    def environ(self, workdir: Path) -> Mapping[str, str]:
-        """Return the settings the step needs (variable -> value), e.g. a file in ``workdir``."""
+    def settings(self, workdir: Path) -> Sequence[tuple[str, str, str]]:
+        """Return the settings the step needs: (variable, value, what it does) as in POLICY."""
         del workdir
-        return {}
+        return ()
+
+    def prepare(self, workdir: Path) -> None:
+        """Make what the step's settings name (a folder, a file) in ``workdir``."""
 
     def seed(self, stage: Stage) -> None:
         """Add the batches (or files) the step will show, before anything runs."""
@@ -91,25 +94,6 @@ class Step:
         return []
 
 
-class StaleAndProtected(Step):
-    """Stuck and long-running batches for the stale rule, and one batch the policy protects."""
-
-    def seed(self, stage: Stage) -> None:
-        stage.state.seed_objects(stale_and_protected(stage.state))
-
-    def summary(self, stage: Stage, reports: Sequence[CycleReport]) -> list[str]:
-        kept = "still there" if stage.state.find(PROTECTED_ID) is not None else "GONE"
-        return [
-            f"Kept: the protected batch ({PROTECTED_ID}, 33 days old: {kept}), each workspace's"
-            " 10 newest ended batches and those not yet past retention."
-        ]
-
-
-def steps() -> list[Step]:
-    """Return the demo's steps, in the order they tell their part."""
-    return [StaleAndProtected()]
-
-
 def demo_settings(
     *,
     dry_run: bool,
@@ -122,8 +106,7 @@ def demo_settings(
     environ = {name: value for name, value, _ in POLICY}
     environ.update(_FIXED)
     if workdir is not None:
-        for step in story:
-            environ.update(step.environ(workdir))
+        environ.update({name: value for name, value, _ in step_settings(story, workdir)})
     environ.update(
         REAPER_DRY_RUN="true" if dry_run else "false",
         REAPER_LOG_FORMAT=log_format,
@@ -132,53 +115,17 @@ def demo_settings(
     return load_settings(environ, require_key=False)
 
 
-def seed(state: EmulatorState, story: Sequence[Step] | None = None, workdir: Path = Path()) -> None:
+def step_settings(story: Sequence[Step], workdir: Path) -> list[tuple[str, str, str]]:
+    """Return the settings every step of the story adds, in order."""
+    return [row for step in story for row in step.settings(workdir)]
+
+
+def seed(state: EmulatorState, story: Sequence[Step], workdir: Path = Path()) -> None:
     """Seed the random mix, then what each step of the story wants to show."""
     state.seed_random(RANDOM_BATCHES, workspaces=WORKSPACES)
     stage = Stage(state, workdir)
-    for step in steps() if story is None else story:
+    for step in story:
         step.seed(stage)
-
-
-def stale_and_protected(state: EmulatorState) -> list[dict[str, Any]]:
-    """Return stuck and long-running batches in each workspace and one protected batch."""
-    now = state.now()
-
-    def ago(**delta: float) -> str:
-        return format_time(now - timedelta(**delta))
-
-    objects: list[dict[str, Any]] = []
-    for workspace in WORKSPACES:
-        # Stuck: in progress for 14 and 19 hours, already past REAPER_CANCEL_STALE_AFTER.
-        objects += [
-            {
-                "workspace_id": workspace,
-                "processing_status": "in_progress",
-                "created_at": ago(hours=hours),
-                "request_counts": {"processing": 2_000},
-            }
-            for hours in (14, 19)
-        ]
-        # Long-running: 3 hours old now, stale two clock jumps later.
-        objects.append(
-            {
-                "workspace_id": workspace,
-                "processing_status": "in_progress",
-                "created_at": ago(hours=3),
-                "request_counts": {"processing": 800},
-            }
-        )
-    objects.append(
-        {
-            "id": PROTECTED_ID,
-            "workspace_id": WORKSPACES[0],
-            "processing_status": "ended",
-            "created_at": ago(days=33),
-            "ended_at": ago(days=32, hours=22),
-            "request_counts": {"succeeded": 1_200},
-        }
-    )
-    return objects
 
 
 def policy_value(name: str) -> str:
