@@ -81,6 +81,14 @@ def test_demo_finishes_within_a_minute_with_plan_live_cycles_summary_and_metrics
     assert re.search(r"^\s+ID\s+WORKSPACE\s+STATUS\s+AGE\s+ACTION\s+RULE\s+GUARD$", out, re.M)
     assert re.search(r"in_progress\s+\S+\s+cancel\s+stale", out)
     assert re.search(r"ended\s+\S+( \S+)?\s+delete\s+ended_retention", out)
+    # A typo rehearsed in dry run: the cancel-fraction guard names what it stopped.
+    assert "A typo, rehearsed: REAPER_CANCEL_STALE_AFTER=1h" in out
+    for workspace in WORKSPACES:
+        assert re.search(
+            rf"SAFETY STOP in {workspace} \(cancel_fraction\): \d+ of \d+ in_progress batches"
+            r" \(\S+%\) would be canceled, more than REAPER_MAX_CANCEL_FRACTION=0.5",
+            out,
+        )
     # Live cycles, each described.
     assert len(re.findall(r"^\s+cycle \d+\s+emulator clock", out, re.M)) == 5
     assert "went canceling -> ended within the wait and were deleted" in out

@@ -2,10 +2,12 @@
 
 What a new user sees, in order: the emulator's batches (a realistic mix over 40 days in two
 workspaces), the demo's policy as the environment variables that would set it, the dry-run plan
-as ``reaper plan`` prints it, then the daemon itself (scheduler, metrics server, live cycles)
-while the emulator's clock jumps six hours before each cycle, so that stale batches are canceled
-and deleted and retention catches up with batches as they age. A summary closes it: batches by
-status before and after, the actions, the requests, and lines of the metrics the server answered.
+as ``reaper plan`` prints it, a typo's dry run that a guard stops (naming what it withheld), then
+the daemon itself (scheduler, metrics server, live cycles) while the emulator's clock jumps six
+hours before each cycle, so that stale batches are canceled and deleted, retention catches up
+with batches as they age, results are archived ahead and every mutation goes to the ledger. A
+summary closes it: batches by status before and after, the actions, the requests, the archive
+and the ledger, and lines of the metrics the server answered.
 
 Nothing leaves the process but the metrics server on a free loopback port: the client reaches the
 emulator through an in-process transport, and no ``ANTHROPIC_*`` or ``REAPER_*`` variable is read
@@ -14,8 +16,9 @@ except ``REAPER_LOG_FORMAT`` and ``REAPER_LOG_LEVEL``. The text is for people; w
 step needs (the archive, the ledger) go to a temporary folder removed at the end.
 
 The package: ``scenario`` (the policy, the batches, what a ``Step`` may do), ``steps`` (the parts
-of the story: stale batches and a protected one; results archived ahead and the ledger; add a
-part there), ``narration`` (the text, no I/O) and ``orchestration`` (the run itself).
+of the story: stale batches and a protected one; a typo rehearsed in dry run and stopped by a
+guard; results archived ahead and the ledger; add a part there), ``narration`` (the text, no
+I/O) and ``orchestration`` (the run itself).
 """
 
 from __future__ import annotations

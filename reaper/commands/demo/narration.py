@@ -198,7 +198,9 @@ def cycle_lines(number: int, report: CycleReport, now: datetime) -> list[str]:
     if failed:
         lines.append(f"     {failed} actions failed (see the log)")
     for stop in report.safety_stops:
-        lines.append(f"     SAFETY STOP in {stop.workspace}: nothing canceled or deleted there")
+        lines.append(
+            f"     SAFETY STOP in {stop.workspace} ({', '.join(stop.reasons)}): {stop.detail}"
+        )
     if not (canceled or deleted or deferred or failed or report.safety_stops):
         lines.append("     nothing due: every batch is kept")
     lines.append(

@@ -62,9 +62,16 @@ def main(args: argparse.Namespace) -> int:
         workdir = Path(tmp)
         for step in story:
             step.prepare(workdir)
-        options = {"log_format": log_format, "log_level": log_level}
-        plan_settings = demo_settings(dry_run=True, workdir=workdir, story=story, **options)
-        live_settings = demo_settings(dry_run=False, workdir=workdir, story=story, **options)
+        plan_settings, live_settings = (
+            demo_settings(
+                dry_run=dry_run,
+                log_format=log_format,
+                log_level=log_level,
+                workdir=workdir,
+                story=story,
+            )
+            for dry_run in (True, False)
+        )
         configure_logging(live_settings.log_level, live_settings.log_format)
         out = sys.stdout if live_settings.log_format == "console" else sys.stderr
         try:
@@ -130,8 +137,26 @@ class Demo:
                 progress=ReadinessProgress(self.health),
             )
             self.say(*narration.dry_run(dry_run.plans))
+            await self.rehearse(client)
             await self.live(client)
         self.summary(before, time.monotonic() - started)
+
+    async def rehearse(self, client: BatchClient) -> None:
+        """Run each step's rehearsal: a dry run under other settings, on metrics of its own."""
+        for step in self.story:
+            overrides = step.rehearsal()
+            if not overrides:
+                continue
+            settings = demo_settings(
+                dry_run=True,
+                log_format=self.plan_settings.log_format,
+                log_level=self.plan_settings.log_level,
+                workdir=self.stage.workdir,
+                story=self.story,
+                overrides=overrides,
+            )
+            report = await run_cycle(settings, client, metrics=Metrics(), now=self.state.now)
+            self.say(*step.after_rehearsal(self.stage, report))
 
     async def live(self, client: BatchClient) -> None:
         """Run the daemon, acting for real, for LIVE_CYCLES cycles; serve metrics meanwhile."""

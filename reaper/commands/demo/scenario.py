@@ -9,7 +9,7 @@ subclass in ``reaper.commands.demo.steps`` and add an instance to its ``steps()`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -78,6 +78,15 @@ class Step:
     def seed(self, stage: Stage) -> None:
         """Add the batches (or files) the step will show, before anything runs."""
 
+    def rehearsal(self) -> Mapping[str, str]:
+        """Return settings to try in a dry run of their own after the demo's (empty: none)."""
+        return {}
+
+    def after_rehearsal(self, stage: Stage, report: CycleReport) -> list[str]:
+        """Return lines about that dry run (called only when ``rehearsal`` names settings)."""
+        del stage, report
+        return []
+
     def before_cycle(self, stage: Stage, number: int) -> list[str]:
         """Act before live cycle ``number`` (1-based; the clock has moved); return lines to say."""
         del stage, number
@@ -101,12 +110,17 @@ def demo_settings(
     log_level: str,
     workdir: Path | None = None,
     story: Sequence[Step] = (),
+    overrides: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Return the demo's settings: its policy, the in-process emulator, the user's log options."""
+    """Return the demo's settings: its policy, the in-process emulator, the user's log options.
+
+    ``overrides`` replace variables of the policy (a step's rehearsal).
+    """
     environ = {name: value for name, value, _ in POLICY}
     environ.update(_FIXED)
     if workdir is not None:
         environ.update({name: value for name, value, _ in step_settings(story, workdir)})
+    environ.update(overrides or {})
     environ.update(
         REAPER_DRY_RUN="true" if dry_run else "false",
         REAPER_LOG_FORMAT=log_format,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from reaper.commands.demo.scenario import PROTECTED_ID, WORKSPACES, Stage, Step
 from reaper.emulator.state import EmulatorState
@@ -21,7 +21,7 @@ from reaper.outcomes import CycleReport
 
 def steps() -> list[Step]:
     """Return the demo's steps, in the order they tell their part."""
-    return [StaleAndProtected(), ArchiveAndLedger()]
+    return [StaleAndProtected(), TypoCaught(), ArchiveAndLedger()]
 
 
 class StaleAndProtected(Step):
@@ -36,6 +36,28 @@ class StaleAndProtected(Step):
             f"Kept: the protected batch ({PROTECTED_ID}, 33 days old: {kept}), each workspace's"
             " 10 newest ended batches and those not yet past retention."
         ]
+
+
+class TypoCaught(Step):
+    """A typo's dry run: the cancel-fraction guard stops it and says what it withheld."""
+
+    TYPO: Final = {"REAPER_CANCEL_STALE_AFTER": "1h", "REAPER_MAX_CANCEL_FRACTION": "0.5"}
+
+    def rehearsal(self) -> Mapping[str, str]:
+        return self.TYPO
+
+    def after_rehearsal(self, stage: Stage, report: CycleReport) -> list[str]:
+        lines = [
+            "   A typo, rehearsed: REAPER_CANCEL_STALE_AFTER=1h (meant 1d), with the guard"
+            " REAPER_MAX_CANCEL_FRACTION=0.5 set, in dry run:",
+        ]
+        for stop in report.safety_stops:
+            lines.append(
+                f"     SAFETY STOP in {stop.workspace} ({', '.join(stop.reasons)}): {stop.detail}"
+            )
+        if not report.safety_stops:
+            lines.append("     no guard tripped")
+        return [*lines, ""]
 
 
 class ArchiveAndLedger(Step):
