@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Final
 
 from reaper import __version__
@@ -23,6 +24,7 @@ _HANDLERS: Final = {
     "run": "reaper.commands.run:main",
     "once": "reaper.commands.once:main",
     "plan": "reaper.commands.plan:main",
+    "apply": "reaper.commands.apply:main",
     "explain": "reaper.commands.explain:main",
     "check-config": "reaper.commands.check_config:main",
     "emulator": "reaper.emulator.cli:main",
@@ -44,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="list and decide, change nothing")
     plan.add_argument("--json", action="store_true", help="JSON Lines and a summary object")
     plan.add_argument("--all", action="store_true", help="also show the batches that are kept")
+    plan.add_argument(
+        "--out", metavar="FILE", type=Path, help="also write the plan for review (reaper apply)"
+    )
+    apply = sub.add_parser(
+        "apply", help="act on a reviewed plan (plan --out): only its batches still due"
+    )
+    apply.add_argument("plan", metavar="FILE", help="a plan written by reaper plan --out")
     explain = sub.add_parser("explain", help="why one batch gets its action, rule by rule")
     explain.add_argument("batch_id", metavar="BATCH_ID")
     explain.add_argument("--json", action="store_true", help="print the explanation as JSON")

@@ -10,16 +10,24 @@ An incomplete listing acts on nothing (fail closed); the plan's guards (safety s
 are applied once, by the policy, and trusted here. Every decision is acted on in the executor and
 nowhere else, and the executor is called from here only: the dry-run switch has exactly one place
 to live, and in a dry run not one cancel or delete request is sent.
+
+``REAPER_HOLDS_FILE`` is read again at the start of every cycle (a mounted ConfigMap changes
+without a restart); if it cannot be read or parsed the cycle acts on nothing and fails: a hold
+someone wrote must never be ignored because of a typo nearby. ``run_cycle(select=...)`` narrows
+each workspace's plan before anything is acted on (``reaper apply``: the reviewed plan's batches
+that the policy still gives the same action, see ``reaper.reconcile``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import partial
 
 import structlog
 
@@ -33,6 +41,7 @@ from reaper.executor import (
     CycleClient,
     Executor,
 )
+from reaper.holds import NO_HOLDS, HoldsError, HoldSet, holds_for_cycle
 from reaper.ledger import Ledger, open_ledger
 from reaper.listing import plan_workspace
 from reaper.logs import Redactor
@@ -47,6 +56,7 @@ from reaper.outcomes import (
 )
 from reaper.policy import Policy
 from reaper.progress import Progress
+from reaper.reconcile import PlanSelector
 from reaper.recorder import Recorder, Tally, record_cycle
 from reaper.settings import Settings
 
@@ -62,6 +72,7 @@ __all__ = [
     "CycleOutcome",
     "CycleReport",
     "ListingFailure",
+    "PlanSelector",
     "SafetyStop",
     "run_cycle",
 ]
@@ -81,6 +92,7 @@ async def run_cycle(
     stop: asyncio.Event | None = None,
     ledger: Ledger | None = None,
     ahead: ArchiveAhead | None = None,
+    select: PlanSelector | None = None,
 ) -> CycleReport:
     """Run one cycle over every configured workspace and return its report.
 
@@ -101,8 +113,7 @@ async def run_cycle(
     started = time.monotonic()
     requests_before = Counter(client.requests_made)
     tally = Tally()
-    # Exception text bound for the report (which `once` prints) may quote the key; the log
-    # masks its own lines. One Redactor a cycle: it precomputes the key's fragments.
+    # The report's error text (`once` prints it) may quote the key: one Redactor a cycle.
     redact = _redactor(settings)
     error: str | None = None
     with structlog.contextvars.bound_contextvars(cycle_id=cycle_id):
@@ -116,11 +127,12 @@ async def run_cycle(
             if settings.archive_dir is not None and archiver is None and not settings.dry_run:
                 raise RuntimeError("REAPER_ARCHIVE_DIR is set but the cycle was given no archiver")
             policy = Policy.from_settings(settings)
+            holds, error = _read_holds(settings, now(), metrics, redact)
             if ledger is None:
                 ledger = open_ledger(settings.ledger_dir, dry_run=settings.dry_run, clock=now)
             if ahead is None and isinstance(archiver, Archiver):
                 ahead = build_archive_ahead(settings, archiver, metrics)
-            for workspace in settings.workspaces:
+            for workspace in settings.workspaces if error is None else ():
                 if stop is not None and stop.is_set():
                     break  # shutting down: the next start sweeps the rest
                 metrics.init_workspace(workspace)
@@ -145,7 +157,9 @@ async def run_cycle(
                     cycle_id=cycle_id,
                 )
                 with structlog.contextvars.bound_contextvars(workspace=recorder.label):
-                    await _sweep(client, workspace, policy, now, recorder, executor, ahead)
+                    await _sweep(
+                        client, workspace, policy, now, recorder, executor, ahead, holds, select
+                    )
         except asyncio.CancelledError:
             # Shutdown past its grace: say how far the cycle got before going.
             log.warning("cycle.cancelled", actions_done=tally.done(), failures=len(tally.failures))
@@ -184,6 +198,8 @@ async def _sweep(
     recorder: Recorder,
     executor: Executor,
     ahead: ArchiveAhead | None,
+    holds: HoldSet,
+    select: PlanSelector | None,
 ) -> None:
     """List and plan one workspace, record the plan, act on it (or report the dry run), archive."""
     settings = executor.settings
@@ -195,8 +211,12 @@ async def _sweep(
         policy,
         listed_at,
         progress=recorder.progress,
+        holds=holds.active,
+        on_decision=None if select is None else partial(select.observe, workspace=workspace),
         on_page=None if scout is None else scout.on_page,
     )
+    if select is not None and listing.complete:
+        listing = dataclasses.replace(listing, plan=select.restrict(listing.plan))
     recorder.record_plan(listing)
     if not listing.complete:
         return  # fail closed: nothing is done in a workspace that could not be listed
@@ -228,6 +248,18 @@ def build_archive_ahead(settings: Settings, archiver: Archiver, metrics: Metrics
         concurrency=settings.concurrency,
         metrics=metrics,
     )
+
+
+def _read_holds(
+    settings: Settings, now: datetime, metrics: Metrics, redact: Redactor
+) -> tuple[HoldSet, str | None]:
+    """Read the holds file; if it cannot be, log why and return the error (act on nothing)."""
+    try:
+        return holds_for_cycle(settings.holds_file, now, metrics.set_holds), None
+    except HoldsError as exc:
+        error = redact(str(exc))
+        log.error("holds.unreadable", error=error, consequence="no action this cycle")
+        return NO_HOLDS, error
 
 
 def _redactor(settings: Settings) -> Redactor:

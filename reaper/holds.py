@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+import structlog
+
 from reaper.apikey import show
-from reaper.models import Hold, parse_time
+from reaper.models import Hold, format_time, parse_time
 
 VARIABLE: Final = "REAPER_HOLDS_FILE"
 FIELDS: Final = ("id", "until", "reason", "by")
@@ -69,6 +71,32 @@ class HoldSet:
 
 
 NO_HOLDS: Final = HoldSet(active={}, expired=())
+
+log = structlog.get_logger("reaper.holds")
+
+
+def holds_for_cycle(
+    path: Path | None, now: datetime, count: Callable[[int, int], object] | None = None
+) -> HoldSet:
+    """Read the holds file for one cycle (HoldsError if it cannot be) and log the expired holds.
+
+    Each expired hold is logged once per cycle (``hold.expired``) with its reason and owner, so
+    that a forgotten hold shows up until someone removes it from the file. ``count`` is told
+    how many are active and expired (``Metrics.set_holds``: the ``reaper_holds`` gauge).
+    """
+    holds = NO_HOLDS if path is None else split_holds(read_holds(path), now)
+    if count is not None:
+        count(len(holds.active), len(holds.expired))
+    for hold in holds.expired:
+        log.info(
+            "hold.expired",
+            id=hold.id,
+            until=format_time(hold.until),
+            reason=hold.reason,
+            by=hold.by,
+            consequence="ignored: the batch is decided as if it had no hold",
+        )
+    return holds
 
 
 def read_holds(path: Path | str) -> tuple[Hold, ...]:

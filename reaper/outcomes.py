@@ -191,7 +191,7 @@ def _summary_sentences(report: CycleReport) -> Iterable[str]:
             + "): nothing was done there."
         )
     if report.error:
-        yield f"The cycle stopped on an unexpected error: {report.error}."
+        yield f"The cycle stopped early: {report.error}."
     requests = ", ".join(f"{endpoint} {n:,}" for endpoint, n in sorted(report.requests.items()))
     yield f"Requests: {requests or 'none'}."
     yield f"Outcome: {report.outcome} (exit {report.exit_code()})."

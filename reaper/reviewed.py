@@ -118,7 +118,8 @@ class PlanWriter:
         for decision in decisions:
             plan.add(decision.batch, decision.action, decision.rule)
 
-    Leaving the block normally renames the finished file into place; an exception discards it.
+    Leaving the block normally renames the finished file into place; an exception (or
+    ``discard()``) discards it.
     """
 
     def __init__(self, path: Path, settings: Settings, *, created_at: datetime) -> None:
@@ -169,6 +170,10 @@ class PlanWriter:
                 f"plan {show(str(self.path))}: cannot write it: {_reason(exc)}"
             ) from None
         self.count += 1
+
+    def discard(self) -> None:
+        """Give the plan up: the temporary file is removed and nothing replaces the target."""
+        self._discard()
 
     def __exit__(
         self,

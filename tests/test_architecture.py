@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "reaper.ledger",  # what was sent, day by day
         "reaper.holds",  # the operator's holds file
         "reaper.reviewed",  # a reviewed plan written and read back
+        "reaper.reconcile",  # apply: a reviewed plan narrowed to what the policy still says
         "reaper.consistency",  # checks of a listing as a whole, and of the clock
     ),
     ("reaper.archive_sink", "reaper.confirm"),  # one results body to disk; a 404 confirmed

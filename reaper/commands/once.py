@@ -15,7 +15,7 @@ from datetime import datetime
 
 from reaper.client import BatchClient
 from reaper.commands.wiring import build_archiver, command_settings, run_async, utc_now
-from reaper.cycle import CycleReport, build_archive_ahead, run_cycle
+from reaper.cycle import CycleReport, PlanSelector, build_archive_ahead, run_cycle
 from reaper.ledger import open_ledger
 from reaper.metrics import Metrics
 from reaper.progress import Progress, make_progress
@@ -37,8 +37,12 @@ async def run_once(
     metrics: Metrics | None = None,
     now: Callable[[], datetime] = utc_now,
     progress: Progress | None = None,
+    select: PlanSelector | None = None,
 ) -> CycleReport:
-    """Run one cycle against the API the settings name, with a client of its own."""
+    """Run one cycle against the API the settings name, with a client of its own.
+
+    ``select`` narrows what the cycle acts on (``reaper apply``).
+    """
     metrics = metrics if metrics is not None else Metrics()
     archiver = build_archiver(settings, metrics, now)
     ahead = None if archiver is None else build_archive_ahead(settings, archiver, metrics)
@@ -53,4 +57,5 @@ async def run_once(
             archiver=archiver,
             ahead=ahead,
             ledger=ledger,
+            select=select,
         )

@@ -3,8 +3,11 @@
 A table for people (the actions, the first deferred ones and how many more; ``--all`` adds up to
 1,000 kept batches) with a summary by action and rule and what the guards would do, or
 ``--json``: JSON Lines streamed as the listing is decided, one object per batch that gets a
-cancel or delete (``--all``: every batch), then one summary object. Exit 0, 1 when the listing
-fails (one line on stderr, no traceback), 78 for a bad environment (via ConfigError).
+cancel or delete (``--all``: every batch), then one summary object. ``--out FILE`` also writes,
+as the listing is decided, every cancel and delete the policy picks to the plan for review
+(``reaper.reviewed``: one JSON document, written atomically, discarded if a listing fails) that
+``reaper apply FILE`` acts on. Exit 0, 1 when the listing fails or the file cannot be written
+(one line on stderr, no traceback), 78 for a bad environment (via ConfigError).
 
 Logs (retries, say) go to stderr so that stdout carries nothing but the plan.
 """
@@ -12,9 +15,11 @@ Logs (retries, say) go to stderr so that stdout carries nothing but the plan.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Final, TextIO
 
 from reaper.client import BatchClient
@@ -26,6 +31,7 @@ from reaper.models import Hold
 from reaper.outcomes import ListingFailure
 from reaper.policy import Action, Decision, Plan, Policy
 from reaper.report import format_plan_table, json_row, summary_line
+from reaper.reviewed import PlanError, PlanWriter
 from reaper.settings import Settings
 
 
@@ -38,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
             now=utc_now(),
             json_output=args.json,
             show_all=args.all,
+            out_file=args.out,
             out=sys.stdout,
             err=sys.stderr,
         )
@@ -61,9 +68,24 @@ class Rows:
         self.show_all = show_all
         self.kept: list[tuple[str | None, Decision]] = []
         self.kept_more = 0
+        self.reviewed: PlanWriter | None = None  # plan --out: every action goes there too
 
     def sink(self, workspace: str | None) -> Callable[[Decision], None] | None:
         """Return what receives each decision of ``workspace`` (None: nothing to stream)."""
+        shown = self._shown(workspace)
+        reviewed = self.reviewed
+        if reviewed is None:
+            return shown
+
+        def both(decision: Decision) -> None:
+            if decision.action is not Action.KEEP:
+                reviewed.add(decision.batch, decision.action, decision.rule)
+            if shown is not None:
+                shown(decision)
+
+        return both
+
+    def _shown(self, workspace: str | None) -> Callable[[Decision], None] | None:
         if self.json_output:
             return lambda d: self._write(d, workspace)
         if self.show_all:
@@ -122,20 +144,27 @@ async def run_plan(
     out: TextIO,
     err: TextIO,
     client: BatchLister | None = None,
+    out_file: Path | None = None,
 ) -> int:
     """Plan with ``client`` (a BatchClient from the settings if None) and print the result.
 
     With ``--json`` the rows are already out when a listing fails: the summary line, missing
-    then, is what says the plan is complete.
+    then, is what says the plan is complete. With ``out_file`` the plan for review is written
+    there too; nothing is written when a listing fails (a partial plan must not be applied).
     """
     rows = Rows(out, json_output=json_output, show_all=show_all)
     try:
-        if client is not None:
-            plans, failure = await collect_plans(settings, client, now, rows)
-        else:
-            async with BatchClient.from_settings(settings) as own:
-                plans, failure = await collect_plans(settings, own, now, rows)
-    except HoldsError as exc:
+        with contextlib.ExitStack() as stack:
+            if out_file is not None:
+                rows.reviewed = stack.enter_context(PlanWriter(out_file, settings, created_at=now))
+            if client is not None:
+                plans, failure = await collect_plans(settings, client, now, rows)
+            else:
+                async with BatchClient.from_settings(settings) as own:
+                    plans, failure = await collect_plans(settings, own, now, rows)
+            if failure is not None and rows.reviewed is not None:
+                rows.reviewed.discard()
+    except (HoldsError, PlanError) as exc:
         print(f"reaper: {exc}", file=err)
         return EX_FAILED
     if failure is not None:
@@ -151,5 +180,7 @@ async def run_plan(
             format_plan_table(plans, kept=kept, kept_more=rows.kept_more, include_kept=show_all)
         )
         out.write("Nothing was changed: plan only lists and decides.\n")
+    if rows.reviewed is not None:
+        print(f"reaper: wrote {rows.reviewed.count:,} actions for review to {out_file}", file=err)
     out.flush()
     return EX_OK
