@@ -20,7 +20,7 @@ from reaper.models import CANCELING, ENDED, IN_PROGRESS, Batch, RequestCounts
 from tests.helpers import T0 as T0
 from tests.helpers import Clock, make_batch
 
-# The names test_cycle, test_listing and the apply tests (being written) still import from
+# The names test_cycle and test_listing still import from
 # here, while others rewrite those files; they move to tests.helpers next (issue 14).
 FakeClock = Clock
 batch = make_batch
@@ -158,7 +158,3 @@ class FakeClient:
         self.store[b.workspace][b.id] = ended
         return ended
 
-
-def FastTime(factor: float = 50.0) -> Clock:
-    """Return a clock running ``factor`` times faster than the wall clock (the old name)."""
-    return Clock(speedup=factor)

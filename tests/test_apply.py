@@ -29,7 +29,7 @@ from reaper.logs import reset_logging
 from reaper.metrics import Metrics
 from reaper.models import format_time
 from reaper.settings import Settings
-from tests.fake_api import FastTime
+from tests.helpers import Clock
 from tests.test_cycle_emulator import api_batch, client_for, emulator, remaining, settings_for
 
 pytestmark = pytest.mark.anyio
@@ -65,13 +65,13 @@ async def emulator_sleep_for(state: EmulatorState) -> Any:
 
 @asynccontextmanager
 async def reaper_on(
-    settings: Settings, state: EmulatorState, warp: FastTime
+    settings: Settings, state: EmulatorState, warp: Clock
 ) -> AsyncIterator[BatchClient]:
     async with client_for(settings, state, warp, Metrics()) as client:
         yield client
 
 
-async def make_plan(settings: Settings, state: EmulatorState, warp: FastTime, path: Path) -> str:
+async def make_plan(settings: Settings, state: EmulatorState, warp: Clock, path: Path) -> str:
     out, err = io.StringIO(), io.StringIO()
     async with reaper_on(settings, state, warp) as client:
         code = await run_plan(
@@ -89,7 +89,7 @@ async def make_plan(settings: Settings, state: EmulatorState, warp: FastTime, pa
 
 
 async def apply(
-    settings: Settings, state: EmulatorState, warp: FastTime, path: Path
+    settings: Settings, state: EmulatorState, warp: Clock, path: Path
 ) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     sleep = await emulator_sleep_for(state)
@@ -114,7 +114,7 @@ def touched(state: EmulatorState) -> set[str]:
 
 async def test_plan_out_writes_the_actions_and_still_prints_the_table(tmp_path: Path) -> None:
     """plan --out writes one JSON document naming each action, and prints the table as before."""
-    warp = FastTime()
+    warp = Clock(speedup=50)
     with emulator(warp) as (base_url, state):
         seed(state)
         settings = settings_for(base_url, keep_last="1")
@@ -139,7 +139,7 @@ async def test_plan_out_writes_the_actions_and_still_prints_the_table(tmp_path: 
 
 async def test_apply_acts_on_the_intersection_only(tmp_path: Path) -> None:
     """Between plan and apply: one batch gone, one now kept, one newly due; only the rest acts."""
-    warp = FastTime()
+    warp = Clock(speedup=50)
     path = tmp_path / "plan.json"
     with emulator(warp) as (base_url, state):
         seed(state)
@@ -168,7 +168,7 @@ async def test_a_hold_added_and_a_cancel_by_someone_else_are_skipped_by_reason(
 ) -> None:
     """A hold written after the plan keeps its batch (held); a stale batch someone else canceled
     is now due for a delete by rule canceled_stale, not the planned cancel (now another action)."""
-    warp = FastTime()
+    warp = Clock(speedup=50)
     path = tmp_path / "plan.json"
     holds = tmp_path / "holds.jsonl"
     holds.write_text("# no holds yet\n")
@@ -194,7 +194,7 @@ async def test_a_hold_added_and_a_cancel_by_someone_else_are_skipped_by_reason(
 
 async def test_apply_in_a_dry_run_reports_and_sends_nothing(tmp_path: Path) -> None:
     """REAPER_DRY_RUN=true: apply says what it would do, and not one cancel or delete is sent."""
-    warp = FastTime()
+    warp = Clock(speedup=50)
     path = tmp_path / "plan.json"
     with emulator(warp) as (base_url, state):
         seed(state)
@@ -220,7 +220,7 @@ async def test_a_plan_made_under_other_settings_is_refused_with_nothing_sent(
     tmp_path: Path, change: dict[str, str], named: str
 ) -> None:
     """Another policy, workspace set or API: exit 78, one line naming it, no request at all."""
-    warp = FastTime()
+    warp = Clock(speedup=50)
     path = tmp_path / "plan.json"
     with emulator(warp) as (base_url, state):
         seed(state)
@@ -238,7 +238,7 @@ async def test_a_plan_made_under_other_settings_is_refused_with_nothing_sent(
 
 async def test_a_stale_or_unreadable_plan_is_refused_with_nothing_sent(tmp_path: Path) -> None:
     """Older than REAPER_PLAN_MAX_AGE, or not a plan at all: exit 78 and no request."""
-    warp = FastTime()
+    warp = Clock(speedup=50)
     path = tmp_path / "plan.json"
     garbage = tmp_path / "garbage.json"
     garbage.write_text('{"version": 1, "actions": [')

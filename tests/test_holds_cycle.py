@@ -17,7 +17,8 @@ from reaper.metrics import Metrics
 from reaper.models import format_time
 from reaper.outcomes import CycleOutcome
 from reaper.settings import Settings, load_settings
-from tests.fake_api import T0, FakeClient, FakeClock, batch
+from tests.fake_api import FakeClient
+from tests.helpers import T0, Clock, make_batch
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +53,7 @@ async def test_expired_holds_are_logged_with_reason_and_owner_and_counted(
         + hold_line("gone_by", -H, reason="postmortem", by="bo")
         + hold_line("kept_on", 10 * D)
     )
-    clock = FakeClock()
+    clock = Clock()
     client = FakeClient([], clock=clock)
     with capture_logs() as logs:
         report = await run_cycle(
@@ -72,8 +73,8 @@ async def test_a_holds_file_that_cannot_be_parsed_makes_the_cycle_act_on_nothing
     """A broken line: no cancel, no delete, the cycle failed (exit 1), the line named in the log."""
     holds = tmp_path / "holds.jsonl"
     holds.write_text(hold_line("a", D) + '{"id": "b", "until": "tomorrow"}\n')
-    clock = FakeClock()
-    due = batch("due", created_ago=20 * D, ended_ago=19 * D)
+    clock = Clock()
+    due = make_batch("due", created_ago=20 * D, ended_ago=19 * D)
     client = FakeClient([due], clock=clock)
     with capture_logs() as logs:
         report = await run_cycle(
@@ -96,7 +97,7 @@ async def test_the_holds_file_is_read_again_at_every_cycle(
     """Edited, broken, missing, mended between cycles: each cycle acts on the file as it is then."""
     holds = tmp_path / "holds.jsonl"
     holds.write_text(hold_line("a", D))
-    clock = FakeClock()
+    clock = Clock()
     client = FakeClient([], clock=clock)
     settings = settings_with(holds)
 

@@ -22,7 +22,8 @@ from reaper.policy import Action, Decision, Plan, Policy, Rule, StopReason, plan
 from reaper.reconcile import Reconciler, SkipReason, narrow
 from reaper.reviewed import PlannedAction
 from reaper.settings import load_settings
-from tests.fake_api import T0, FakeClient, FakeClock, batch
+from tests.fake_api import FakeClient
+from tests.helpers import T0, Clock, make_batch
 
 H = timedelta(hours=1)
 D = timedelta(days=1)
@@ -38,7 +39,7 @@ def planned(decision: Decision, action: str | None = None) -> PlannedAction:
 
 
 def decide(batch_id: str, action: Action, rule: Rule, *, workspace: str | None = None) -> Decision:
-    b = batch(batch_id, created_ago=20 * D, ended_ago=19 * D, workspace=workspace)
+    b = make_batch(batch_id, created_ago=20 * D, ended_ago=19 * D, workspace=workspace)
     eligible = None if action is Action.KEEP else T0 - 12 * D
     return Decision(b, action, rule, eligible)
 
@@ -105,7 +106,9 @@ def test_a_batch_of_another_workspace_is_not_taken_for_the_planned_one() -> None
 def test_the_cap_counts_the_intersection_and_defers_the_rest() -> None:
     """REAPER_MAX_ACTIONS_PER_RUN applies to what apply acts on, cancels first."""
     deletes = [decide(f"d{i}", Action.DELETE, Rule.ENDED_RETENTION) for i in range(3)]
-    cancel = Decision(batch("c", IN_PROGRESS, created_ago=13 * H), Action.CANCEL, Rule.STALE, T0)
+    cancel = Decision(
+        make_batch("c", IN_PROGRESS, created_ago=13 * H), Action.CANCEL, Rule.STALE, T0
+    )
     reconciler = Reconciler([planned(d) for d in (*deletes, cancel)])
     narrowed = run_restrict(reconciler, [*deletes, cancel], empty_plan(cap=2))
     assert [d.batch.id for d in (*narrowed.cancels, *narrowed.deletes)] == ["c", "d0"]
@@ -116,7 +119,7 @@ def test_the_cap_counts_the_intersection_and_defers_the_rest() -> None:
 def test_a_stop_of_the_fresh_plan_withholds_every_planned_action() -> None:
     """A safety stop now: nothing of the reviewed plan is acted on, as in a cycle."""
     d = decide("d", Action.DELETE, Rule.ENDED_RETENTION)
-    c = Decision(batch("c", IN_PROGRESS, created_ago=13 * H), Action.CANCEL, Rule.STALE, T0)
+    c = Decision(make_batch("c", IN_PROGRESS, created_ago=13 * H), Action.CANCEL, Rule.STALE, T0)
     stopped = narrow(dataclasses.replace(empty_plan(), stop=StopReason.SAFETY_STOP), [d, c])
     assert (stopped.cancels, stopped.deletes) == ((), ())
     assert stopped.withheld == (c, d)
@@ -170,8 +173,10 @@ def _note(actions: dict[str, str], decision: Decision) -> None:
 def _population() -> st.SearchStrategy[list[Batch]]:
     def one(i: int, kind: int, age_h: int, ended_h: int) -> Batch:
         if kind == 0:
-            return batch(f"b{i:02}", IN_PROGRESS, created_ago=age_h * H)
-        return batch(f"b{i:02}", ENDED, created_ago=age_h * H + ended_h * H, ended_ago=ended_h * H)
+            return make_batch(f"b{i:02}", IN_PROGRESS, created_ago=age_h * H)
+        return make_batch(
+            f"b{i:02}", ENDED, created_ago=age_h * H + ended_h * H, ended_ago=ended_h * H
+        )
 
     return st.lists(
         st.builds(
@@ -214,7 +219,7 @@ def test_apply_in_a_cycle_never_acts_outside_the_plan_or_on_a_kept_batch(
     policy = Policy.from_settings(live)
     planned_now: dict[str, str] = {}
     plan(batches, T0, policy, on_decision=lambda d: _note(planned_now, d))
-    clock = FakeClock()
+    clock = Clock()
     client = FakeClient(batches, clock=clock, page_size=4)
     for i, b in enumerate(batches):
         if i in deleted:
