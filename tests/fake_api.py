@@ -157,4 +157,3 @@ class FakeClient:
         )
         self.store[b.workspace][b.id] = ended
         return ended
-
