@@ -472,13 +472,17 @@ def compose() -> dict[str, Any]:
 
 def bind_sources(service: dict[str, Any]) -> list[Path]:
     """Return the host paths a service bind-mounts, resolved against the compose directory."""
-    return [(COMPOSE_DIR / v.split(":")[0]).resolve() for v in service.get("volumes", [])]
+    return [
+        (COMPOSE_DIR / v.split(":")[0]).resolve()
+        for v in service.get("volumes", [])
+        if v.startswith((".", "/"))  # a named volume is no host path
+    ]
 
 
 def test_compose_runs_reaper_emulator_prometheus_and_grafana() -> None:
-    """The four services, with the ports the README promises."""
+    """The four services (and the one-shot that makes the data dirs), with the README's ports."""
     services = compose()["services"]
-    assert set(services) == {"reaper", "emulator", "prometheus", "grafana"}
+    assert set(services) == {"reaper", "emulator", "prometheus", "grafana", "data-dirs"}
     ports = {name: s.get("ports", []) for name, s in services.items()}
     assert ports["reaper"] == ["9464:9464"]
     assert ports["prometheus"] == ["9090:9090"]
@@ -580,3 +584,60 @@ def test_pictures_the_readme_sections_show_exist_and_parse() -> None:
         if path.suffix == ".svg":
             root = ElementTree.parse(path).getroot()  # noqa: S314 - our own file, not input
             assert root.tag == "{http://www.w3.org/2000/svg}svg"
+
+
+# -- Archive and ledger: one volume ---------------------------------------------------------------
+
+DATA = "/var/lib/batch-reaper"
+
+
+def uncommented(text: str) -> str:
+    """Return a manifest with its "#>" lines (the optional archive and ledger volume) switched on."""
+    return re.sub(r"^(\s*)#> ?", r"\1", text, flags=re.M)
+
+
+def test_the_deployment_shows_one_claim_for_archive_and_ledger_that_validates() -> None:
+    """Uncommented, the "#>" lines give one valid PersistentVolumeClaim, mounted where both go."""
+    text = (K8S / "deployment.yaml").read_text(encoding="utf-8")
+    assert "#> kind: PersistentVolumeClaim" in text
+    assert load_yaml(K8S / "deployment.yaml")["kind"] == "Deployment"  # as shipped: no claim
+    documents = list(yaml.safe_load_all(uncommented(text)))
+    kinds = [d["kind"] for d in documents]
+    assert kinds == ["Deployment", "PersistentVolumeClaim"]
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSIONS[-1], strict=True)
+    deployment, claim = documents
+    spec = deployment["spec"]["template"]["spec"]
+    claims = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+    assert [v["persistentVolumeClaim"]["claimName"] for v in claims] == [claim["metadata"]["name"]]
+    (reaper,) = spec["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in reaper["volumeMounts"]}
+    assert mounts[claims[0]["name"]] == DATA
+    (init,) = spec["initContainers"]
+    script = " ".join(init["command"])
+    assert "archive" in script and "ledger" in script and DATA in script
+    for variable in ("REAPER_ARCHIVE_DIR", "REAPER_LEDGER_DIR"):
+        assert f"{variable}={DATA}/" in text
+
+
+def test_compose_mounts_one_volume_for_archive_and_ledger() -> None:
+    """The reaper's archive and ledger dirs live on one named volume, created before it starts."""
+    services = compose()["services"]
+    assert "reaper-data" in compose()["volumes"]
+    assert f"reaper-data:{DATA}" in services["reaper"]["volumes"]
+    assert f"reaper-data:{DATA}" in services["data-dirs"]["volumes"]
+    settings = load_settings(compose_reaper_environment())
+    for directory in (settings.archive_dir, settings.ledger_dir):
+        assert directory is not None and str(directory).startswith(f"{DATA}/")
+        assert str(directory) in " ".join(services["data-dirs"]["entrypoint"])
+    assert services["reaper"]["depends_on"]["data-dirs"] == {
+        "condition": "service_completed_successfully"
+    }
+
+
+def test_the_presets_point_archive_and_ledger_at_the_volume() -> None:
+    """Each preset's commented REAPER_ARCHIVE_DIR / REAPER_LEDGER_DIR is on the shipped volume."""
+    for preset in sorted((ROOT / "config" / "presets").glob("*.env")):
+        text = preset.read_text(encoding="utf-8")
+        assert f"# REAPER_ARCHIVE_DIR={DATA}/archive" in text, preset.name
+        assert f"# REAPER_LEDGER_DIR={DATA}/ledger" in text, preset.name
