@@ -592,7 +592,7 @@ DATA = "/var/lib/batch-reaper"
 
 
 def uncommented(text: str) -> str:
-    """Return a manifest with its "#>" lines (the optional archive and ledger volume) switched on."""
+    """Return a manifest with its "#>" lines (the optional data volume) switched on."""
     return re.sub(r"^(\s*)#> ?", r"\1", text, flags=re.M)
 
 
@@ -615,7 +615,8 @@ def test_the_deployment_shows_one_claim_for_archive_and_ledger_that_validates() 
     assert mounts[claims[0]["name"]] == DATA
     (init,) = spec["initContainers"]
     script = " ".join(init["command"])
-    assert "archive" in script and "ledger" in script and DATA in script
+    for word in ("archive", "ledger", DATA):
+        assert word in script
     for variable in ("REAPER_ARCHIVE_DIR", "REAPER_LEDGER_DIR"):
         assert f"{variable}={DATA}/" in text
 
@@ -628,7 +629,8 @@ def test_compose_mounts_one_volume_for_archive_and_ledger() -> None:
     assert f"reaper-data:{DATA}" in services["data-dirs"]["volumes"]
     settings = load_settings(compose_reaper_environment())
     for directory in (settings.archive_dir, settings.ledger_dir):
-        assert directory is not None and str(directory).startswith(f"{DATA}/")
+        assert directory is not None
+        assert str(directory).startswith(f"{DATA}/")
         assert str(directory) in " ".join(services["data-dirs"]["entrypoint"])
     assert services["reaper"]["depends_on"]["data-dirs"] == {
         "condition": "service_completed_successfully"
