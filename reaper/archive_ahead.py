@@ -195,26 +195,23 @@ class ArchiveAhead:
         archived: set[str] = set()
         failed = 0
         stopped: str | None = None
-        queue = iter(todo)
-        downloads = 0
         if todo and not await asyncio.to_thread(self.archiver.root.is_dir):
             failed, todo = 1, []
             stopped = f"no_archive_dir: {self.archiver.root} is not a directory"
             self._stopped(label, stopped)
+        if todo:
+            # File checks, no request: the cycle's own deletes archived some of them already.
+            archived = await asyncio.to_thread(_on_disk, self.archiver, todo)
+            # A delete whose archive failed a moment ago is left to the next cycle.
+            todo = [b for b in todo if b.id not in archived and b.id not in tried]
+            todo = todo[: self.max_downloads]  # most urgent first, in this order
+        queue = iter(todo)
 
         async def worker() -> None:
-            nonlocal failed, stopped, downloads
+            nonlocal failed, stopped
             for batch in queue:
                 if stopped is not None or (stop is not None and stop.is_set()):
                     return
-                if await asyncio.to_thread(_on_disk, self.archiver, batch):
-                    archived.add(batch.id)  # the cycle's own delete archived it: a file check
-                    continue
-                if batch.id in tried:
-                    continue  # its delete's archive failed a moment ago: next cycle
-                if downloads >= self.max_downloads:
-                    return
-                downloads += 1
                 result = await self.archiver.archive(batch, client)
                 if result.outcome in (Outcome.ARCHIVED, Outcome.ALREADY):
                     archived.add(batch.id)
@@ -258,8 +255,11 @@ class ArchiveAhead:
         )
 
 
-def _on_disk(archiver: Archiver, batch: Batch) -> bool:
-    """Tell whether the batch's archive and sidecar are in place (no hashing: a file check)."""
-    path = archiver.path_for(batch)
-    sidecar = path.with_name(f"{batch.id}.json")
-    return path.is_file() and sidecar.is_file()
+def _on_disk(archiver: Archiver, batches: Iterable[Batch]) -> set[str]:
+    """Return the ids whose archive and sidecar are in place (no hashing: file checks)."""
+    found = set()
+    for batch in batches:
+        path = archiver.path_for(batch)
+        if path.is_file() and path.with_name(f"{batch.id}.json").is_file():
+            found.add(batch.id)
+    return found
