@@ -141,42 +141,48 @@ class Archiver:
         if not all(_SAFE_NAME.fullmatch(name) for name in names):
             return self._failed(batch, path, f"unsafe_name: cannot use {names!r} as file names")
         now = self._now()
+        # Never create the root: a mistyped path or a volume that failed to mount would put the
+        # archive on the container's own disk, lost at the next restart, after the delete.
+        root_ok = await asyncio.to_thread(self.root.is_dir)
+        if root_ok:
+            # First: an archive on disk (archived ahead) outlives the results' 29 days.
+            try:
+                existing = await asyncio.to_thread(_read_matching_sidecar, batch, path)
+            except OSError as exc:  # unreadable archive directory: the write would fail as well
+                return self._failed(batch, path, f"write_error: {exc}")
+            if existing is not None:
+                return self._already(batch, path, existing)
         if batch.archived_at is not None and batch.archived_at <= now:
             return self._missing(batch, path, None)
         if batch.processing_status != ENDED or batch.results_url is None:
             return self._failed(
                 batch, path, f"not_ended: status {batch.processing_status}, no results yet"
             )
-        # Never create the root: a mistyped path or a volume that failed to mount would put the
-        # archive on the container's own disk, lost at the next restart, after the delete.
-        if not await asyncio.to_thread(self.root.is_dir):
+        if not root_ok:
             return self._failed(batch, path, f"no_archive_dir: {self.root} is not a directory")
-        try:
-            existing = await asyncio.to_thread(_read_matching_sidecar, batch, path)
-        except OSError as exc:  # unreadable archive directory: the write would fail as well
-            return self._failed(batch, path, f"write_error: {exc}")
-        if existing is not None:
-            log.info(
-                "archive.already",
-                id=batch.id,
-                workspace=workspace_label(batch.workspace),
-                lines=existing["lines"],
-                bytes=existing["bytes"],
-                path=str(path),
-            )
-            return self._record(
-                batch,
-                ArchiveOutcome(
-                    outcome=Outcome.ALREADY,
-                    ok_to_delete=True,
-                    reason=None,
-                    request_id=None,
-                    bytes=int(existing["bytes"]),
-                    lines=int(existing["lines"]),
-                    path=path,
-                ),
-            )
         return await self._download(batch, client, path)
+
+    def _already(self, batch: Batch, path: Path, existing: dict[str, Any]) -> ArchiveOutcome:
+        log.info(
+            "archive.already",
+            id=batch.id,
+            workspace=workspace_label(batch.workspace),
+            lines=existing["lines"],
+            bytes=existing["bytes"],
+            path=str(path),
+        )
+        return self._record(
+            batch,
+            ArchiveOutcome(
+                outcome=Outcome.ALREADY,
+                ok_to_delete=True,
+                reason=None,
+                request_id=None,
+                bytes=int(existing["bytes"]),
+                lines=int(existing["lines"]),
+                path=path,
+            ),
+        )
 
     async def _download(self, batch: Batch, client: ResultsClient, path: Path) -> ArchiveOutcome:
         started = time.monotonic()

@@ -963,3 +963,21 @@ def test_the_sidecar_batch_object_round_trips() -> None:
         "results_url",
     }
     assert Batch.from_api(data, "wrkspc_9") == batch
+
+
+async def test_an_archive_on_disk_outlives_the_results_window(
+    tmp_path: Path, metrics: Metrics
+) -> None:
+    """Archived ahead, then past 29 days: the batch may go (already), it is not 'missing'."""
+    batch = make_batch()
+    client = FakeResultsClient()
+    client.serve(batch)
+    archiver = make_archiver(tmp_path, metrics)
+    assert (await archiver.archive(batch, client)).outcome is Outcome.ARCHIVED
+    expired = dataclasses.replace(batch, archived_at=NOW - timedelta(days=1))
+
+    outcome = await archiver.archive(expired, client)
+
+    assert outcome.outcome is Outcome.ALREADY
+    assert outcome.ok_to_delete
+    assert archive_count(metrics, "missing") == 0
