@@ -106,6 +106,12 @@ def test_demo_finishes_within_a_minute_with_plan_live_cycles_summary_and_metrics
     )
     assert deletes_done == deleted
     assert "/readyz answered 200." in out
+    # A hold: kept while it lasts (three cycles), deleted in the cycle after it ended.
+    assert out.count("hold: msgbatch_demo_incident kept, 20 days past retention") == 3
+    assert re.search(
+        r"cycle 4 [^\n]*\n(?:[^\n]*\n)*?\s+hold: the hold on msgbatch_demo_incident", out
+    )
+    assert "then deleted by rule ended_retention." in out
     # Archive-ahead and the ledger, in a temp folder that is gone once the demo ends.
     archive = re.search(r"Archive: the results of (\d+) batch(es)? in (\S+), .*; (\d+) of", out)
     ledger = re.search(r"Ledger: (\d+) lines in (\S+) \((\d+) done, (\d+) intent\)", out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -21,7 +21,7 @@ from reaper.outcomes import CycleReport
 
 def steps() -> list[Step]:
     """Return the demo's steps, in the order they tell their part."""
-    return [StaleAndProtected(), TypoCaught(), ArchiveAndLedger()]
+    return [StaleAndProtected(), TypoCaught(), HoldExpires(), ArchiveAndLedger()]
 
 
 class StaleAndProtected(Step):
@@ -58,6 +58,63 @@ class TypoCaught(Step):
         if not report.safety_stops:
             lines.append("     no guard tripped")
         return [*lines, ""]
+
+
+class HoldExpires(Step):
+    """A batch held for an incident: kept while the hold lasts, deleted once it has ended."""
+
+    BATCH: Final = "msgbatch_demo_incident"
+    HOURS: Final = 15  # the hold ends between the third and the fourth cycle (6 h apart)
+
+    def __init__(self) -> None:
+        self.until: datetime | None = None
+        self.told_gone = False
+
+    def settings(self, workdir: Path) -> Sequence[tuple[str, str, str]]:
+        return (("REAPER_HOLDS_FILE", str(workdir / "holds.jsonl"), "keep held batches"),)
+
+    def prepare(self, workdir: Path) -> None:
+        (workdir / "holds.jsonl").write_text("# people's holds, one a line\n", encoding="utf-8")
+
+    def seed(self, stage: Stage) -> None:
+        now = stage.state.now()
+        stage.state.seed_objects(
+            [
+                {
+                    "id": self.BATCH,
+                    "workspace_id": WORKSPACES[0],
+                    "processing_status": "ended",
+                    "created_at": format_time(now - timedelta(days=21)),
+                    "ended_at": format_time(now - timedelta(days=20, hours=23)),
+                    "request_counts": {"succeeded": 500},
+                }
+            ]
+        )
+        self.until = now + timedelta(hours=self.HOURS)
+        hold = {"id": self.BATCH, "until": format_time(self.until), "reason": "incident 42"}
+        with (stage.workdir / "holds.jsonl").open("a", encoding="utf-8") as holds:
+            holds.write(json.dumps({**hold, "by": "oncall"}) + "\n")
+
+    def after_cycle(self, stage: Stage, number: int, report: CycleReport) -> list[str]:
+        until = "?" if self.until is None else f"{self.until:%H:%M}"
+        if stage.state.find(self.BATCH) is not None:
+            return [f"hold: {self.BATCH} kept, 20 days past retention: held until {until} UTC"]
+        if self.told_gone:
+            return []
+        self.told_gone = True
+        return [f"hold: the hold on {self.BATCH} ended at {until} UTC: deleted this cycle"]
+
+    def summary(self, stage: Stage, reports: Sequence[CycleReport]) -> list[str]:
+        until = "?" if self.until is None else f"{self.until:%H:%M} UTC"
+        if stage.state.find(self.BATCH) is not None:
+            return [f"Hold: {self.BATCH} is still held (until {until})."]
+        rules = [
+            e.get("rule")
+            for e in ledger_lines(stage.workdir)
+            if e.get("id") == self.BATCH and e.get("phase") == "intent"
+        ]
+        rule = f" by rule {rules[0]}" if rules else ""
+        return [f"Hold: {self.BATCH} was kept while held (until {until}), then deleted{rule}."]
 
 
 class ArchiveAndLedger(Step):
