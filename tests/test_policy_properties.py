@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reaper.explain import Disposition, explain
-from reaper.models import Batch, Hold, RequestCounts
+from reaper.models import Batch, Hold
 from reaper.policy import (
     RULE_ACTION,
     SAMPLE_SIZE,
@@ -353,13 +353,9 @@ def test_the_fraction_guard_trips_exactly_above_its_threshold(
     """deletes/listed equal to the limit passes; the next decimal step below it trips."""
     deletes = round(share * listed)
     listing = [
-        Batch(
-            id=f"b{i:04}",
-            processing_status="ended" if i < deletes else "in_progress",
-            created_at=NOW - (timedelta(days=40) if i < deletes else timedelta(hours=2)),
-            request_counts=RequestCounts(succeeded=1),
-            ended_at=NOW - timedelta(days=39) if i < deletes else None,
-        )
+        make_batch(f"b{i:04}", created_ago=40 * DAY, ended_ago=39 * DAY)
+        if i < deletes
+        else make_batch(f"b{i:04}", "in_progress", created_ago=2 * HOUR)
         for i in range(listed)
     ]
     exact = deletes / listed  # listed divides 1000, so this is a short decimal
@@ -379,13 +375,7 @@ def test_the_cap_defers_exactly_what_is_past_it(actions: int, cap_offset: int) -
     """At cap == actions nothing is deferred; one below, exactly one action is."""
     cap = max(0, actions + cap_offset)
     listing = [
-        Batch(
-            id=f"b{i:04}",
-            processing_status="ended",
-            created_at=NOW - timedelta(days=40 + i),
-            request_counts=RequestCounts(succeeded=1),
-            ended_at=NOW - timedelta(days=39 + i),
-        )
+        make_batch(f"b{i:04}", created_ago=(40 + i) * DAY, ended_ago=(39 + i) * DAY)
         for i in range(actions)
     ]
     result = plan(listing, NOW, Policy(max_actions_per_run=cap))
