@@ -134,6 +134,7 @@ async def run_cycle(
                 ahead = build_archive_ahead(settings, archiver, metrics)
             for workspace in settings.workspaces if error is None else ():
                 if stop is not None and stop.is_set():
+                    tally.interrupted = True
                     break  # shutting down: the next start sweeps the rest
                 metrics.init_workspace(workspace)
                 recorder = Recorder(
@@ -185,6 +186,7 @@ async def run_cycle(
             duration_seconds=time.monotonic() - started,
             requests={endpoint: n for endpoint, n in requests.items() if n > 0},
             error=error,
+            interrupted=tally.interrupted,
         )
         record_cycle(report, metrics, now)
     return report
@@ -210,6 +212,8 @@ async def _sweep(
         workspace,
         policy,
         listed_at,
+        max_clock_skew=settings.max_clock_skew,
+        clock=now,
         progress=recorder.progress,
         holds=holds.active,
         on_decision=None if select is None else partial(select.observe, workspace=workspace),
@@ -224,7 +228,7 @@ async def _sweep(
     if settings.dry_run:
         recorder.record_dry_run(plan, then_delete=settings.delete_canceled and plan.stop is None)
     else:
-        await executor.run(plan)
+        await executor.run(plan, clock_skew=listing.clock_skew)
     if ahead is not None and scout is not None:
         # After the cycle's cancels and deletes: the results closest to expiry first.
         report = await ahead.run(

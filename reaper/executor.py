@@ -10,18 +10,30 @@ The executor trusts the plan: what the guards held back is not in ``plan.cancels
 ``Executor._send``, which writes the ledger's intent line (fsynced) before it and the outcome line
 after it; an intent that cannot be written fails the action without sending anything. Every
 outcome is recorded through the ``Recorder``.
+
+It trusts no answer (SPEC section 3): an answer naming another batch fails its action, a delete
+always names the planned id, and the cancel path deletes only what this cycle canceled. A batch
+that ended on its own before the cancel took effect (the cancel refused as ended, or the batch
+``ended`` with no ``cancel_initiated_at``, or one earlier than this cycle's request) is logged
+as a cancel ``not_needed`` and left to rules 5 to 8 in later cycles.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Final, Protocol
 
 from reaper.archive import ArchiveOutcome, Outcome, ResultsClient, in_scope
+from reaper.cancel_wait import (
+    POLL_FIRST_SECONDS,
+    POLL_MAX_SECONDS,
+    CancelWait,
+    canceled_since,
+    earliest_cancel,
+)
 from reaper.confirm import NOT_FOUND_TOLERANCE, confirm_gone
 from reaper.errors import ApiError, InvalidRequestError, NotFoundError, last_request_id
 from reaper.ledger import DONE, FAILED, GONE, NULL_LEDGER, Ledger, LedgerError
@@ -31,11 +43,8 @@ from reaper.recorder import Recorder
 from reaper.settings import Settings
 from reaper.workers import BACKLOG, URGENT, Job, WorkerPool
 
-# Poll a canceled batch after 1 s, then 2, 4, 8, 16, 30, 30 ...: a cancel usually settles within
-# seconds, while a batch with long in-flight requests may take minutes; 30 s keeps the cost of a
-# slow one at two requests a minute.
-POLL_FIRST_SECONDS: Final = 1.0
-POLL_MAX_SECONDS: Final = 30.0
+__all__ = ["POLL_FIRST_SECONDS", "POLL_MAX_SECONDS", "ArchiveHook", "CycleClient", "Executor"]
+
 # Statuses an API answer can give to a refused cancel when the batch has meanwhile ended: 400
 # (what the emulator and, by all accounts, the API send) and 409 (state conflict, in newer docs).
 _REFUSED_STATUSES: Final = frozenset({400, 409})
@@ -70,14 +79,6 @@ class ArchiveHook(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class _Waiting:
-    """A batch this cycle canceled, polled until it has ended."""
-
-    decision: Decision
-    not_found: int = 0
-
-
 class Executor:
     """Act on one workspace's plan (never in a dry run: the cycle decides that)."""
 
@@ -106,13 +107,27 @@ class Executor:
         # Set when the daemon is shutting down: no new cancel and no backlog delete starts.
         self.shutdown = stop if stop is not None else asyncio.Event()
         self._pool = WorkerPool(settings.concurrency)
-        self._waiting: dict[str, _Waiting] = {}
+        self._wait = CancelWait(
+            client,
+            recorder,
+            self._pool,
+            timeout=settings.cancel_wait_timeout,
+            now=now,
+            sleep=sleep,
+            on_ended=self._ended,
+        )
         self._delete_canceled = False
         self._cancels_left = 0
         self._cancels_finished = asyncio.Event()
+        self._clock_skew: timedelta | None = None
 
-    async def run(self, plan: Plan) -> None:
-        """Cancel and delete what the plan says, wait for the canceled, delete those too."""
+    async def run(self, plan: Plan, *, clock_skew: timedelta | None = None) -> None:
+        """Cancel and delete what the plan says, wait for the canceled, delete those too.
+
+        ``clock_skew`` is the API's clock minus the host's as the listing measured it (None:
+        unknown); it dates this cycle's cancels on the API's clock.
+        """
+        self._clock_skew = clock_skew
         # A stop (a safety stop: deletes withheld) also keeps the batches canceled now.
         self._delete_canceled = self.settings.delete_canceled and plan.stop is None
         for d in plan.cancels:
@@ -125,7 +140,8 @@ class Executor:
         async with asyncio.TaskGroup() as workers:
             for _ in range(self._pool.size):
                 workers.create_task(self._pool.work())
-            await self._wait_for_canceled()
+            await self._cancels_finished.wait()  # the wait is counted from the last answer
+            await self._wait.run()
             await self._pool.drain()
 
     def _job(self, d: Decision, work: Job, *, finishing: bool = False) -> Job:
@@ -227,6 +243,7 @@ class Executor:
 
     async def _cancel(self, d: Decision) -> None:
         note: str | None = None
+        earliest = earliest_cancel(self.now(), self._clock_skew, self.settings.max_clock_skew)
         try:
             batch = await self._send(d)
         except asyncio.CancelledError:
@@ -242,15 +259,32 @@ class Executor:
             batch = await self._confirm_refused_cancel(d, exc)
             if batch is None:
                 return
+            if batch.processing_status == ENDED:  # refused as ended: it ended without us
+                self.recorder.not_needed(d, batch, request_id=exc.request_id)
+                return
             note = "already_" + batch.processing_status
         assert batch is not None
+        if batch.id != d.batch.id:
+            self._wrong_answer(d, batch, "cancel")
+            return
+        if batch.processing_status in (ENDED, CANCELING) and not canceled_since(batch, earliest):
+            self.recorder.not_needed(d, batch)
+            return
         self.recorder.done(d, status=batch.processing_status, note=note)
         if not self._delete_canceled:
             return  # nothing to do once it ends: no need to wait for it
         if batch.processing_status == ENDED:
             self._ended(d, batch)
         else:
-            self._waiting[d.batch.id] = _Waiting(d)
+            self._wait.add(d, earliest)
+
+    def _wrong_answer(self, d: Decision, batch: Batch, endpoint: str) -> None:
+        """Fail an action whose answer names another batch: nothing else is touched."""
+        self.recorder.failed(
+            d,
+            error_type="malformed_response",
+            error=f"{endpoint} {d.batch.id}: the answer names another batch, {batch.id}",
+        )
 
     async def _confirm_refused_cancel(self, d: Decision, refusal: ApiError) -> Batch | None:
         """After a refused cancel, return the batch if it has ended or is canceling, else fail."""
@@ -267,7 +301,14 @@ class Executor:
         return None
 
     def _ended(self, canceled: Decision, batch: Batch) -> None:
-        """Delete a batch this cycle canceled, now that it has ended (eligible since it ended)."""
+        """Delete a batch this cycle canceled, now that it has ended (eligible since it ended).
+
+        The delete names the planned id, never one read from an answer: ``batch`` (the answer,
+        which has the results_url the archive needs) must be the planned batch.
+        """
+        if batch.id != canceled.batch.id:
+            self._wrong_answer(canceled, batch, "retrieve")
+            return
         d = Decision(batch, Action.DELETE, canceled.rule, eligible_at=batch.ended_at)
         self.recorder.planned(1)
         delete = partial(self._delete, d, after_cancel=True)
@@ -324,51 +365,6 @@ class Executor:
                     raise  # a retrieve keeps finding it, yet every delete answers 404
             if (await confirm_gone(self.client, d.batch.id, self.workspace)).gone:
                 return True
-
-    # -- the wait for canceled batches ---------------------------------------------------------
-
-    async def _wait_for_canceled(self) -> None:
-        """Poll the canceled batches with backoff until they end or the wait runs out."""
-        await self._cancels_finished.wait()
-        if not self._waiting:
-            return
-        timeout = self.settings.cancel_wait_timeout
-        deadline = self.now() + timeout
-        delay = POLL_FIRST_SECONDS
-        while self._waiting:
-            remaining = (deadline - self.now()).total_seconds()
-            if remaining <= 0:
-                break
-            await self.sleep(min(delay, remaining))
-            delay = min(delay * 2, POLL_MAX_SECONDS)
-            polls = [self._poller(w) for w in list(self._waiting.values())]
-            await self._pool.run_all(URGENT, polls)
-        if self._waiting:
-            self.recorder.wait_timed_out(list(self._waiting), timeout.total_seconds())
-            self._waiting.clear()
-
-    def _poller(self, waiting: _Waiting) -> Job:
-        async def poll() -> None:
-            d = waiting.decision
-            try:
-                batch = await self.client.retrieve(d.batch.id, self.workspace)
-            except NotFoundError as exc:
-                # A 404 while waiting is no proof of deletion either: the polls, spaced by the
-                # backoff, count as the confirmation (NOT_FOUND_TOLERANCE more in a row).
-                waiting.not_found += 1
-                if waiting.not_found > NOT_FOUND_TOLERANCE:
-                    del self._waiting[d.batch.id]
-                    self.recorder.wait_abandoned(d, waiting.not_found, exc.request_id)
-                return
-            except ApiError as exc:  # still canceled; the next poll or a later cycle will tell
-                self.recorder.poll_failed(d, exc.error_type, exc.status, exc.request_id)
-                return
-            waiting.not_found = 0
-            if batch.processing_status == ENDED:
-                del self._waiting[d.batch.id]
-                self._ended(d, batch)
-
-        return poll
 
 
 def _is_refusal(exc: ApiError) -> bool:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Final, Literal, TextIO
 
 import structlog
@@ -100,6 +101,59 @@ class Redactor:
         return "".join(parts)
 
 
+class RedactingWriter:
+    """A text stream that masks secrets in everything written through it (stdout, stderr).
+
+    Log lines are masked by their formatter; this covers every other line a command prints:
+    summaries, tables, JSON, configuration errors, crash text. Each ``write`` is masked on its
+    own (``print`` writes a line's text in one call). Anything else is the wrapped stream's.
+    """
+
+    def __init__(self, stream: TextIO, redactor: Redactor) -> None:
+        self.inner = stream
+        self._redact = redactor
+
+    def write(self, text: str) -> int:
+        """Write ``text`` with every secret masked; return the length given (as callers expect)."""
+        self.inner.write(self._redact(text))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        """Write each line, masked."""
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        """Flush the wrapped stream."""
+        self.inner.flush()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def unwrapped(stream: TextIO) -> TextIO:
+    """Return the stream under a RedactingWriter (log lines are masked once, by the formatter)."""
+    while isinstance(stream, RedactingWriter):
+        stream = stream.inner
+    return stream
+
+
+@contextmanager
+def redacted_output(secrets: Iterable[str]) -> Iterator[Redactor]:
+    """Mask ``secrets`` (and anything credential-shaped) in all printed text within the block.
+
+    Replaces ``sys.stdout`` and ``sys.stderr`` with RedactingWriters and puts them back after.
+    """
+    redactor = Redactor(secrets)
+    saved = sys.stdout, sys.stderr
+    sys.stdout = RedactingWriter(unwrapped(sys.stdout), redactor)
+    sys.stderr = RedactingWriter(unwrapped(sys.stderr), redactor)
+    try:
+        yield redactor
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 class RedactingFormatter(structlog.stdlib.ProcessorFormatter):
     """Render a record with structlog's processors, then mask secrets on the finished line."""
 
@@ -180,7 +234,7 @@ def configure_logging(
     Idempotent: a second call replaces the first configuration (handler, levels, secrets).
     """
     numeric = parse_level(level)
-    out = stream if stream is not None else sys.stdout
+    out = unwrapped(stream if stream is not None else sys.stdout)
     shared = _shared_processors()
 
     structlog.configure(

@@ -6,7 +6,7 @@ adds later is carried through (and kept by the policy) instead of failing the wh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -133,6 +133,27 @@ class Batch:
             raise
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"unreadable batch object: {type(exc).__name__}: {exc}") from exc
+
+
+class Page(list[Batch]):
+    """One page of a listing, with what its response said of itself (for the listing's checks).
+
+    ``date`` is the response's HTTP ``Date`` header and ``request_id`` its ``request-id``, None
+    when absent. A plain ``list[Batch]`` stands for a page whose response said neither.
+    """
+
+    __slots__ = ("date", "request_id")
+
+    def __init__(
+        self,
+        batches: Iterable[Batch] = (),
+        *,
+        date: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(batches)
+        self.date = date
+        self.request_id = request_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,8 @@ class ActionOutcome(StrEnum):
     DEFERRED = "deferred"
     # Kept on purpose: the archive says the results are gone and REAPER_ARCHIVE_MISSING=keep.
     KEPT = "kept"
+    # A cancel this cycle did not make: the batch ended (or was canceled) without it.
+    NOT_NEEDED = "not_needed"
 
 
 # The outcomes reaper_actions_total knows (SPEC §4); KEPT is counted by reaper_archive_total.
@@ -102,6 +104,8 @@ class CycleReport:
     requests: Mapping[str, int]
     # The text of an unexpected exception that ended the cycle early, if any.
     error: str | None = None
+    # A shutdown (SIGTERM/SIGINT) left planned work undone.
+    interrupted: bool = False
 
     @property
     def listed(self) -> int:
@@ -175,8 +179,17 @@ def _summary_sentences(report: CycleReport) -> Iterable[str]:
     if report.still_ending:
         yield (
             f"{report.still_ending:,} canceled batch{_es(report.still_ending)} not seen to end"
-            " within REAPER_CANCEL_WAIT_TIMEOUT, left to later cycles."
+            " within REAPER_CANCEL_WAIT_TIMEOUT: planned delete left undone, left to later"
+            " cycles (rule canceled_stale)."
         )
+    not_needed = report.count(outcome=ActionOutcome.NOT_NEEDED)
+    if not_needed:
+        yield (
+            f"{not_needed:,} cancel{_s(not_needed)} not needed: the batch had ended without"
+            " it (left to the retention rules, not deleted)."
+        )
+    if report.interrupted:
+        yield "Interrupted by a signal: actions not started were left to later cycles."
     kept = report.count(outcome=ActionOutcome.KEPT)
     if kept:
         yield f"{kept:,} kept because their results are gone and REAPER_ARCHIVE_MISSING=keep."

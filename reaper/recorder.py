@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 import structlog
 from prometheus_client import Gauge
 
+from reaper.consistency import REASONS as REJECTION_REASONS
 from reaper.explain import stop_text
 from reaper.listing import Listing
 from reaper.logs import Redactor
 from reaper.metrics import Metrics, workspace_label
-from reaper.models import KNOWN_STATUSES
+from reaper.models import KNOWN_STATUSES, Batch, format_time
 from reaper.outcomes import (
     METRIC_OUTCOMES,
     ActionFailure,
@@ -51,13 +52,23 @@ class Tally:
         self.still_ending = 0
         # Archive-ahead downloads that failed: results in scope left unarchived this cycle.
         self.archive_failures = 0
+        # Canceled batches whose planned delete the wait's timeout left undone.
+        self.timed_out = 0
+        # A shutdown left planned work undone (an action not started, a workspace not swept).
+        self.interrupted = False
 
     def outcome(self, *, crashed: bool) -> CycleOutcome:
-        """Say how the cycle ended: failed, safety stop, partial or success, in that order."""
+        """Say how the cycle ended: failed, safety stop, partial or success, in that order.
+
+        Partial: an action failed, or one was left undone (a canceled batch not seen to end
+        within the wait, so its planned delete was not done; a shutdown).
+        """
         if crashed or self.listing_failures:
             return CycleOutcome.FAILED
         if self.safety_stops:
             return CycleOutcome.SAFETY_STOP
+        if self.interrupted or self.timed_out:
+            return CycleOutcome.PARTIAL
         if self.archive_failures or any(o is ActionOutcome.FAILED for (_a, _r, o) in self.counts):
             return CycleOutcome.PARTIAL
         return CycleOutcome.SUCCESS
@@ -128,6 +139,7 @@ class Recorder:
             deletes=len(plan.deletes),
             deferred=plan.deferred,
             stop=None if plan.stop is None else plan.stop.value,
+            clock_skew=_seconds(listing.clock_skew),
             seconds=listing.seconds,
         )
         self._gauges(plan)
@@ -137,6 +149,8 @@ class Recorder:
 
     def _listing_failed(self, listing: Listing, failure: ListingFailure) -> None:
         self.tally.listing_failures.append(failure)
+        if failure.error_type in REJECTION_REASONS:  # refused, not unreadable: its own metric
+            self.metrics.listing_rejected.labels(self.label, failure.error_type).inc()
         log.error(
             "listing.failed",
             workspace=self.label,
@@ -246,7 +260,30 @@ class Recorder:
 
     def deferred(self, d: Decision) -> None:
         """Record an action not started because the daemon is shutting down."""
+        self.tally.interrupted = True
         self.count(d, ActionOutcome.DEFERRED)
+
+    def not_needed(
+        self, d: Decision, batch: Batch, *, request_id: str | None = None, counted: bool = True
+    ) -> None:
+        """Record a cancel this cycle did not make: the batch ended (or was canceled) without it.
+
+        Its batch is left to rules 5 to 8 in later cycles: no delete by the cancel path.
+        ``counted`` False when the cancel was already counted done (a poll found this out).
+        """
+        if counted:
+            self.count(d, ActionOutcome.NOT_NEEDED)
+            self.acted()
+        self._log(
+            d,
+            ActionOutcome.NOT_NEEDED,
+            status=batch.processing_status,
+            cancel_initiated_at=None
+            if batch.cancel_initiated_at is None
+            else format_time(batch.cancel_initiated_at),
+            request_id=request_id,
+            note="the batch ended without this cycle's cancel; left to rules 5 to 8",
+        )
 
     def kept(self, d: Decision, reason: str | None) -> None:
         """Record a delete kept on purpose: its results are gone, REAPER_ARCHIVE_MISSING=keep."""
@@ -337,43 +374,9 @@ class Recorder:
             **{k: v for k, v in fields.items() if v is not None and v is not False},
         )
 
-    # -- the wait for canceled batches ---------------------------------------------------------
 
-    def wait_timed_out(self, ids: list[str], timeout_seconds: float) -> None:
-        """Record canceled batches not seen to end within the wait: left to later cycles."""
-        self.tally.still_ending += len(ids)
-        log.warning(
-            "cancel.wait_timeout",
-            workspace=self.label,
-            batches=len(ids),
-            ids=ids[:ID_SAMPLE],
-            timeout_seconds=timeout_seconds,
-            consequence="left to later cycles",
-        )
-
-    def wait_abandoned(self, d: Decision, not_found: int, request_id: str | None) -> None:
-        """Record a canceled batch that kept answering 404 while waited for."""
-        self.tally.still_ending += 1
-        log.warning(
-            "cancel.wait_abandoned",
-            id=d.batch.id,
-            workspace=self.label,
-            not_found=not_found,
-            request_id=request_id,
-            consequence="left to later cycles",
-        )
-
-    def poll_failed(
-        self, d: Decision, error_type: str, status: int | None, request_id: str | None
-    ) -> None:
-        """Log a poll that failed: the batch stays waited for."""
-        log.info(
-            "cancel.poll_failed",
-            id=d.batch.id,
-            error_type=error_type,
-            status=status,
-            request_id=request_id,
-        )
+def _seconds(delta: timedelta | None) -> float | None:
+    return None if delta is None else round(delta.total_seconds(), 3)
 
 
 def _series_statuses(gauge: Gauge, workspace: str) -> set[str]:

@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("reaper.schedule", "reaper.server"),  # when cycles run; /metrics, /healthz, /readyz
     ("reaper.cycle",),  # one cycle: list and plan, record, act, per workspace
     ("reaper.executor",),  # act on a plan: cancel, wait, archive, delete
+    ("reaper.cancel_wait",),  # the wait for the canceled: polls, deadline, whose cancel it was
     ("reaper.recorder", "reaper.workers"),  # counts, metrics, log lines; the worker pool
     ("reaper.listing",),  # where pages arrive: listing -> Planner -> plan
     ("reaper.archive_ahead",),  # every ended batch in scope archived, most urgent first

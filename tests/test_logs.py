@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from reaper.logs import (
     Redactor,
     configure_logging,
     parse_level,
+    redacted_output,
     reset_logging,
 )
 
@@ -232,3 +234,20 @@ def test_unknown_level_is_refused() -> None:
     assert parse_level("INFO") == logging.INFO
     with pytest.raises(ValueError, match="accepted: debug, info"):
         parse_level("verbose")
+
+
+def test_redacted_output_masks_every_printed_line_and_restores_the_streams(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Printed text (not only log lines) never shows the key, whole or in part, on either stream."""
+    key = "sk-ant-api03-printed-KEY-0123456789abcdef"
+    before = sys.stdout, sys.stderr
+    with redacted_output([key]):
+        print(f"summary: request {key}")
+        print(f"error type {key[5:25]}", file=sys.stderr)
+        sys.stdout.writelines([f"table row {key}\n"])
+    assert (sys.stdout, sys.stderr) == before
+    out, err = capsys.readouterr()
+    assert key[8:16] not in out + err
+    assert out == f"summary: request {REDACTED}\ntable row {REDACTED}\n"
+    assert REDACTED in err

@@ -66,7 +66,8 @@ class FakeLister:
         self.fail = fail
 
     async def list_pages(self, workspace: str | None) -> AsyncIterator[list[Batch]]:
-        batches = self.listing.get(workspace, [])
+        # Newest first, as the API lists (a listing out of order is refused).
+        batches = sorted(self.listing.get(workspace, []), key=lambda b: b.created_at, reverse=True)
         for start in range(0, max(len(batches), 1), 2):
             yield batches[start : start + 2]
             if self.fail:

@@ -32,7 +32,7 @@ from reaper.client.sender import Sender, Sleep
 from reaper.errors import NotFoundError
 from reaper.logs import Redactor
 from reaper.metrics import Metrics
-from reaper.models import Batch, ModelError
+from reaper.models import Batch, ModelError, Page
 from reaper.ratelimit import Pacer
 
 API_VERSION: Final = "2023-06-01"
@@ -180,7 +180,8 @@ class BatchClient:
         that overlaps the previous one (its first batch is the cursor or newer than it) all raise
         ApiError, so the cycle never acts on a listing it could not read whole and in order. The
         next cursor is always the ``last_id`` of the page just read, never an id the caller may
-        have acted on.
+        have acted on. Each page is a ``Page``: its response's ``Date`` and ``request-id`` ride
+        along for the listing's checks (``reaper.listing``).
         """
         cursor: Batch | None = None
         used: set[str] = set()
@@ -199,7 +200,11 @@ class BatchClient:
                     response, "list", after, "no data list or has_more flag", self._redact
                 )
             try:
-                page = [Batch.from_api(item, workspace) for item in data]
+                page = Page(
+                    (Batch.from_api(item, workspace) for item in data),
+                    date=response.headers.get("date"),
+                    request_id=response.headers.get("request-id"),
+                )
             except (ModelError, TypeError, AttributeError) as exc:
                 raise malformed(
                     response, "list", after, f"bad batch object: {exc}", self._redact

@@ -55,7 +55,14 @@ async def find_explanation(
     holds = hold_map(settings, now)
     for workspace in settings.workspaces:
         batches: list[Batch] = []
-        listing = await plan_workspace(client, workspace, policy, now, on_page=batches.extend)
+        listing = await plan_workspace(
+            client,
+            workspace,
+            policy,
+            now,
+            max_clock_skew=settings.max_clock_skew,
+            on_page=batches.extend,
+        )
         if listing.failure is not None:
             return None, listing.failure
         found = explain(batch_id, batches, now, policy, workspace=workspace, holds=holds)

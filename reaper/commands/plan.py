@@ -127,7 +127,13 @@ async def collect_plans(
     for workspace in settings.workspaces:
         sink = None if rows is None else rows.sink(workspace)
         listing = await plan_workspace(
-            client, workspace, policy, now, holds=holds, on_decision=sink
+            client,
+            workspace,
+            policy,
+            now,
+            max_clock_skew=settings.max_clock_skew,
+            holds=holds,
+            on_decision=sink,
         )
         if listing.failure is not None:
             return plans, listing.failure

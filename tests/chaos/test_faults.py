@@ -354,13 +354,33 @@ async def test_an_api_slower_than_the_timeout_fails_closed_then_converges() -> N
 
 @pytest.mark.parametrize("minutes", [-5, 5], ids=["reaper_behind", "reaper_ahead"])
 async def test_a_clock_a_few_minutes_off_the_apis_changes_nothing(minutes: int) -> None:
-    """The reaper's clock 5 minutes off the API's: same end state in one cycle."""
+    """The reaper's clock 5 minutes off the API's, within REAPER_MAX_CLOCK_SKEW=10m: same end
+    state in one cycle."""
     async with chaos_emulator() as chaos:
-        run = await chaos.converge(skew=timedelta(minutes=minutes))
+        settings = chaos_settings(chaos.base_url, REAPER_MAX_CLOCK_SKEW="10m")
+        run = await chaos.converge(settings=settings, skew=timedelta(minutes=minutes))
 
     assert_safe(run)
     assert_converged(run)
     assert run.cycles == 1
+
+
+@pytest.mark.parametrize("minutes", [-5, 5], ids=["reaper_behind", "reaper_ahead"])
+async def test_a_clock_off_by_more_than_the_allowance_acts_on_nothing(minutes: int) -> None:
+    """The same 5 minutes with the default REAPER_MAX_CLOCK_SKEW=2m: the listing is refused
+    (clock_skew), not one cancel or delete is sent, and the cycle fails."""
+    async with chaos_emulator() as chaos:
+        settings = chaos_settings(chaos.base_url)
+        run = await chaos.converge(settings=settings, skew=timedelta(minutes=minutes), max_cycles=1)
+
+    (report,) = run.reports
+    assert report.outcome is CycleOutcome.FAILED
+    assert report.exit_code() == 1
+    assert [f.error_type for f in report.listing_failures] == ["clock_skew"]
+    assert list(run.state.stats.mutations) == []
+    assert (
+        run.sample("reaper_listing_rejected_total", workspace="default", reason="clock_skew") == 1
+    )
 
 
 async def test_batches_from_the_apis_future_are_kept() -> None:
@@ -385,7 +405,7 @@ async def test_batches_from_the_apis_future_are_kept() -> None:
         )
         chaos.seeded |= {"keep_future_ended", "keep_future_running"}
         # One more ended batch among the most recent: keep-last grows by one to keep its meaning.
-        settings = chaos_settings(chaos.base_url, REAPER_KEEP_LAST="6")
+        settings = chaos_settings(chaos.base_url, REAPER_KEEP_LAST="6", REAPER_MAX_CLOCK_SKEW="10m")
         run = await chaos.converge(settings=settings, skew=timedelta(minutes=-5))
 
     assert_safe(run)
