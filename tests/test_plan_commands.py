@@ -207,11 +207,11 @@ async def test_plan_json_with_a_fake_listing() -> None:
     assert code == 0
     assert err.getvalue() == ""
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    # Streamed as the listing is decided (in its order), the summary last.
+    # Streamed as the listing is decided (in its order: newest first), the summary last.
     assert [line["id"] for line in lines[:-1]] == [
+        "msgbatch_stale",
         "msgbatch_old",
         "msgbatch_failed",
-        "msgbatch_stale",
     ]
     assert all(set(line) == RECORD_KEYS for line in lines[:-1])
     assert lines[-1]["summary"] is True
@@ -232,7 +232,8 @@ async def test_plan_fails_closed_with_one_line_when_a_page_cannot_be_read() -> N
     )
     assert code == 1
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [row["id"] for row in rows] == ["msgbatch_old", "msgbatch_failed"]  # page 1's deletes
+    # Page 1 (newest first): msgbatch_stale's cancel; msgbatch_running kept.
+    assert [row["id"] for row in rows] == ["msgbatch_stale"]
     assert not any("summary" in row for row in rows)
     assert err.getvalue() == (
         "reaper: listing failed: list: 500 api_error (request-id req_0123): Internal server error\n"
