@@ -48,7 +48,8 @@ test-fast: lint typecheck
 deploy-check: $(STAMP)
 	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/namespace.yaml \
 		deploy/kubernetes/configmap.yaml deploy/kubernetes/deployment.yaml \
-		deploy/kubernetes/service.yaml deploy/kubernetes/secret.example.yaml
+		deploy/kubernetes/service.yaml deploy/kubernetes/secret.example.yaml \
+		deploy/kubernetes/holds.example.yaml
 	promtool check rules deploy/prometheus/rules.yml
 	promtool test rules deploy/prometheus/rules_test.yml
 	promtool check config deploy/compose/prometheus.yml

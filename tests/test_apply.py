@@ -283,3 +283,99 @@ def test_the_apply_command_refuses_a_missing_plan_in_one_line(
     assert main(["apply", str(missing)]) == EX_CONFIG
     err = capsys.readouterr().err
     assert err == f"reaper: plan {missing}: cannot read it: No such file or directory\n"
+
+
+async def test_plan_counts_held_batches_and_explain_shows_the_hold(tmp_path: Path) -> None:
+    """plan --json counts rule held; explain names until, reason and owner; neither acts."""
+    from reaper.commands.explain import run_explain
+
+    holds = tmp_path / "holds.jsonl"
+    warp = Clock(speedup=50)
+    with emulator(warp) as (base_url, state):
+        seed(state)
+        until = format_time(state.now() + D)
+        holds.write_text(
+            f'{{"id": "old_a", "until": "{until}", "reason": "audit", "by": "al"}}\n'
+            f'{{"id": "old_b", "until": "{format_time(state.now() - D)}", "reason": "done"}}\n'
+        )
+        settings = settings_for(base_url, holds_file=str(holds))
+        out, err = io.StringIO(), io.StringIO()
+        async with reaper_on(settings, state, warp) as client:
+            code = await run_plan(
+                settings,
+                now=state.now(),
+                json_output=True,
+                show_all=False,
+                out=out,
+                err=err,
+                client=client,
+            )
+            explained = io.StringIO()
+            explain_code = await run_explain(
+                settings,
+                "old_a",
+                now=state.now(),
+                json_output=False,
+                out=explained,
+                err=err,
+                client=client,
+            )
+        assert state.stats.mutating() == {"create": 0, "cancel": 0, "delete": 0}
+    assert (code, explain_code) == (0, 0), err.getvalue()
+    summary = json.loads(out.getvalue().splitlines()[-1])
+    assert summary["by_rule"]["held"] == 1
+    rows = [json.loads(line) for line in out.getvalue().splitlines()[:-1]]
+    assert "old_a" not in {row["id"] for row in rows}
+    assert "old_b" in {row["id"] for row in rows}  # its hold expired: decided as if none
+    text = explained.getvalue()
+    assert f"held until {until}" in text
+    assert "reason: audit; by: al" in text
+
+
+async def test_plan_with_a_broken_holds_file_says_which_line_and_fails(tmp_path: Path) -> None:
+    """A holds file that cannot be parsed: plan prints one line naming it and exits 1."""
+    holds = tmp_path / "holds.jsonl"
+    holds.write_text('# fine\n{"id": "old_a"}\n')
+    warp = Clock(speedup=50)
+    with emulator(warp) as (base_url, state):
+        settings = settings_for(base_url, holds_file=str(holds))
+        out, err = io.StringIO(), io.StringIO()
+        async with reaper_on(settings, state, warp) as client:
+            code = await run_plan(
+                settings,
+                now=state.now(),
+                json_output=True,
+                show_all=False,
+                out=out,
+                err=err,
+                client=client,
+                out_file=tmp_path / "plan.json",
+            )
+    assert code == 1
+    assert err.getvalue() == (f"reaper: REAPER_HOLDS_FILE={holds}: line 2: 'until' is required\n")
+    assert leftovers(tmp_path) == ["holds.jsonl"], "a plan was written"
+
+
+async def test_plan_out_writes_nothing_when_a_listing_fails(tmp_path: Path) -> None:
+    """A page that cannot be read: no plan file at all (half a plan must never be applied)."""
+    from reaper.settings import load_settings
+    from tests.fake_api import FakeClient, FakeClock, batch
+
+    clock = FakeClock()
+    old = [batch(f"old_{i}", created_ago=20 * D, ended_ago=19 * D) for i in range(3)]
+    client = FakeClient(old, clock=clock, page_size=1)
+    client.list_fault_page[None] = 3
+    out, err = io.StringIO(), io.StringIO()
+    code = await run_plan(
+        load_settings({}, require_key=False),
+        now=clock.now(),
+        json_output=False,
+        show_all=False,
+        out=out,
+        err=err,
+        client=client,
+        out_file=tmp_path / "plan.json",
+    )
+    assert code == 1
+    assert "listing failed" in err.getvalue()
+    assert leftovers(tmp_path) == []

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from prometheus_client import Counter, Histogram
 
+from reaper.holds import parse_holds
 from reaper.metrics import Metrics
 from reaper.settings import KNOWN_VARIABLES, load_settings
 
@@ -44,6 +45,8 @@ UID = 10001
 # The oldest Kubernetes minor the manifests promise to fit, and the newest bundled schema.
 KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
 CORE_MANIFESTS = ["namespace.yaml", "configmap.yaml", "deployment.yaml", "service.yaml"]
+# Applied by people, never by the kustomization: it would overwrite the real key, or wipe holds.
+EXAMPLES = ["secret.example.yaml", "holds.example.yaml"]
 
 
 def load_yaml(path: Path) -> Any:
@@ -164,7 +167,7 @@ def container() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("name", [*CORE_MANIFESTS, "secret.example.yaml"])
+@pytest.mark.parametrize("name", [*CORE_MANIFESTS, *EXAMPLES])
 def test_core_manifest_is_valid_kubernetes(name: str, version: str) -> None:
     """kubernetes-validate (strict: unknown fields rejected) accepts each core kind, offline."""
     kubernetes_validate.validate(manifest(name), version, strict=True)
@@ -178,12 +181,12 @@ def test_strict_validation_rejects_a_misspelt_field() -> None:
         kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
 
 
-def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
-    """Applying the kustomization never overwrites the real Secret with the placeholder."""
+def test_kustomization_lists_every_manifest_but_the_examples() -> None:
+    """Applying the kustomization never overwrites the real Secret, nor the holds people added."""
     kustomization = manifest("kustomization.yaml")
     resources = set(kustomization["resources"])
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert resources == on_disk - {"secret.example.yaml"}
+    assert resources == on_disk - set(EXAMPLES)
     (image,) = kustomization["images"]
     assert image["name"] == container()["image"].partition(":")[0]
     assert image["newTag"] == project_version()
@@ -260,6 +263,23 @@ def test_configmap_is_a_valid_dry_run_configuration() -> None:
     settings = load_settings({**configmap["data"], **env, **DUMMY_KEY})
     assert settings.dry_run is True
     assert settings.metrics_port == container()["ports"][0]["containerPort"]
+
+
+def test_holds_come_from_an_optional_configmap_mounted_so_that_it_updates() -> None:
+    """REAPER_HOLDS_FILE is in a whole-volume mount (no subPath: the kubelet updates it in place)
+    of the optional ConfigMap holds.example.yaml shows, whose example line is a valid hold."""
+    holds_file = Path(manifest("configmap.yaml")["data"]["REAPER_HOLDS_FILE"])
+    (mount,) = [m for m in container()["volumeMounts"] if Path(m["mountPath"]) == holds_file.parent]
+    assert "subPath" not in mount
+    assert "subPathExpr" not in mount
+    assert mount["readOnly"] is True
+    volume = {v["name"]: v for v in pod_spec()["volumes"]}[mount["name"]]
+    example = manifest("holds.example.yaml")
+    assert volume["configMap"] == {"name": example["metadata"]["name"], "optional": True}
+    assert set(example["data"]) == {holds_file.name}
+    (hold,) = parse_holds(example["data"][holds_file.name].splitlines())
+    assert hold.reason
+    assert hold.by
 
 
 def test_service_and_servicemonitor_reach_the_pod() -> None:
