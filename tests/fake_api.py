@@ -17,13 +17,7 @@ from datetime import timedelta
 
 from reaper.errors import ApiError, InvalidRequestError, NotFoundError
 from reaper.models import CANCELING, ENDED, IN_PROGRESS, Batch, RequestCounts
-from tests.helpers import T0 as T0
-from tests.helpers import Clock, make_batch
-
-# The names test_cycle and test_listing still import from
-# here, while others rewrite those files; they move to tests.helpers next (issue 14).
-FakeClock = Clock
-batch = make_batch
+from tests.helpers import Clock
 
 
 def api_error(

@@ -359,10 +359,11 @@ async def test_plan_with_a_broken_holds_file_says_which_line_and_fails(tmp_path:
 async def test_plan_out_writes_nothing_when_a_listing_fails(tmp_path: Path) -> None:
     """A page that cannot be read: no plan file at all (half a plan must never be applied)."""
     from reaper.settings import load_settings
-    from tests.fake_api import FakeClient, FakeClock, batch
+    from tests.fake_api import FakeClient
+    from tests.helpers import Clock, make_batch
 
-    clock = FakeClock()
-    old = [batch(f"old_{i}", created_ago=20 * D, ended_ago=19 * D) for i in range(3)]
+    clock = Clock()
+    old = [make_batch(f"old_{i}", created_ago=20 * D, ended_ago=19 * D) for i in range(3)]
     client = FakeClient(old, clock=clock, page_size=1)
     client.list_fault_page[None] = 3
     out, err = io.StringIO(), io.StringIO()

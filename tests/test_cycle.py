@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from reaper.models import CANCELING, IN_PROGRESS, Batch
 from reaper.outcomes import ActionOutcome, CycleOutcome, CycleReport
 from reaper.policy import Action, Rule
 from reaper.settings import Settings, load_settings
-from tests.fake_api import FakeClient, FakeClock, api_error, batch
+from tests.fake_api import FakeClient, api_error
+from tests.helpers import MINUTE, Clock, make_batch
 
 pytestmark = pytest.mark.anyio
 
@@ -35,22 +37,17 @@ def make_settings(**env: str) -> Settings:
 
 def population(workspace: str | None = None) -> list[Batch]:
     """A hand-built mix under the default policy (7d ended, 30d failed, 12h stale, 1h min age)."""
-    ws = workspace
+    at = partial(make_batch, workspace=workspace)
     return [
-        batch("old_ok", created_ago=11 * D, ended_ago=10 * D, workspace=ws),  # delete, rule 7
-        batch("recent_ok", created_ago=4 * D, ended_ago=3 * D, workspace=ws),  # keep, rule 8
-        batch("old_errored", created_ago=11 * D, ended_ago=10 * D, errored=1, workspace=ws),  # keep
-        batch("ancient_expired", created_ago=41 * D, ended_ago=40 * D, expired=2, workspace=ws),
-        batch("stale_running", IN_PROGRESS, created_ago=13 * H, workspace=ws),  # cancel, rule 3
-        batch("fresh_running", IN_PROGRESS, created_ago=2 * H, workspace=ws),  # keep, rule 4
-        batch("stuck_canceling", CANCELING, created_ago=20 * H, workspace=ws),  # keep, rule 4
-        batch(
-            "young_ended",
-            created_ago=30 * timedelta(minutes=1),
-            ended_ago=timedelta(minutes=5),
-            workspace=ws,
-        ),  # keep, rule 2
-        batch("new_status", "archiving", created_ago=40 * D, workspace=ws),  # keep, rule 8 + warn
+        at("old_ok", created_ago=11 * D, ended_ago=10 * D),  # delete, rule 7
+        at("recent_ok", created_ago=4 * D, ended_ago=3 * D),  # keep, rule 8
+        at("old_errored", created_ago=11 * D, ended_ago=10 * D, errored=1),  # keep
+        at("ancient_expired", created_ago=41 * D, ended_ago=40 * D, expired=2),
+        at("stale_running", IN_PROGRESS, created_ago=13 * H),  # cancel, rule 3
+        at("fresh_running", IN_PROGRESS, created_ago=2 * H),  # keep, rule 4
+        at("stuck_canceling", CANCELING, created_ago=20 * H),  # keep, rule 4
+        at("young_ended", created_ago=30 * MINUTE, ended_ago=5 * MINUTE),  # keep, rule 2
+        at("new_status", "archiving", created_ago=40 * D),  # keep, rule 8 + warn
     ]
 
 
@@ -85,7 +82,7 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
 
 async def test_dry_run_sends_no_cancel_and_no_delete(metrics: Metrics) -> None:
     """A dry run lists and reports every would-be action, and sends not one mutating request."""
-    client = FakeClient(population(), clock=FakeClock())
+    client = FakeClient(population(), clock=Clock())
     with capture_logs() as logs:
         report = await cycle(make_settings(), client, metrics)
 
@@ -115,7 +112,7 @@ async def test_dry_run_sends_no_cancel_and_no_delete(metrics: Metrics) -> None:
 
 async def test_live_cycle_does_exactly_the_planned_actions(metrics: Metrics) -> None:
     """Live: the stale batch is canceled then deleted, two ended ones deleted, all else kept."""
-    client = FakeClient(population(), clock=FakeClock(), cancel_seconds=3)
+    client = FakeClient(population(), clock=Clock(), cancel_seconds=3)
     with capture_logs() as logs:
         report = await cycle(make_settings(dry_run="false"), client, metrics)
 
@@ -193,7 +190,7 @@ async def test_the_delete_after_a_cancel_is_late_from_ended_at(metrics: Metrics)
     not from when the batch became stale (an hour and three seconds before).
     """
     client = FakeClient(
-        [batch("stale", IN_PROGRESS, created_ago=13 * H)], clock=FakeClock(), cancel_seconds=3
+        [make_batch("stale", IN_PROGRESS, created_ago=13 * H)], clock=Clock(), cancel_seconds=3
     )
     with capture_logs() as logs:
         report = await cycle(make_settings(dry_run="false"), client, metrics)
@@ -209,7 +206,7 @@ async def test_second_cycle_finds_nothing_to_do_and_clears_vanished_series(
     metrics: Metrics,
 ) -> None:
     """Once converged a cycle makes only list calls; a status no longer listed leaves the gauges."""
-    client = FakeClient(population(), clock=FakeClock(), cancel_seconds=3)
+    client = FakeClient(population(), clock=Clock(), cancel_seconds=3)
     settings = make_settings(dry_run="false")
     await cycle(settings, client, metrics)
     del client.store[None]["new_status"]
@@ -239,7 +236,7 @@ async def test_second_cycle_finds_nothing_to_do_and_clears_vanished_series(
 
 async def test_a_failing_page_fails_closed(metrics: Metrics) -> None:
     """If page 2 of 3 cannot be read, nothing at all is canceled or deleted and the cycle fails."""
-    client = FakeClient(population(), clock=FakeClock())
+    client = FakeClient(population(), clock=Clock())
     client.list_fault_page[None] = 2
     with capture_logs() as logs:
         report = await cycle(make_settings(dry_run="false"), client, metrics)
@@ -271,7 +268,7 @@ async def test_a_failing_page_fails_closed(metrics: Metrics) -> None:
 
 async def test_delete_answered_404_counts_as_done(metrics: Metrics) -> None:
     """Someone deleted the batch between listing and delete: done, not failed."""
-    client = FakeClient(population(), clock=FakeClock())
+    client = FakeClient(population(), clock=Clock())
     client.before[("delete", "old_ok")] = lambda: client.store[None].pop("old_ok")
     with capture_logs() as logs:
         report = await cycle(make_settings(dry_run="false"), client, metrics)
@@ -289,7 +286,7 @@ async def test_a_transient_404_on_delete_does_not_leave_the_batch_behind(
     metrics: Metrics,
 ) -> None:
     """The delete of an existing batch answers 404 once: a retrieve finds it, it is deleted."""
-    client = FakeClient(population(), clock=FakeClock(), cancel_seconds=1)
+    client = FakeClient(population(), clock=Clock(), cancel_seconds=1)
     for batch_id in ("old_ok", "stale_running"):
         client.fail("delete", batch_id, api_error("delete", 404, "not_found_error"))
     with capture_logs() as logs:
@@ -303,7 +300,7 @@ async def test_a_transient_404_on_delete_does_not_leave_the_batch_behind(
 
 async def test_a_delete_that_404s_while_the_batch_exists_fails(metrics: Metrics) -> None:
     """Every delete answers 404 yet every retrieve finds the batch: a failure, not done."""
-    client = FakeClient(population(), clock=FakeClock())
+    client = FakeClient(population(), clock=Clock())
     client.fail(
         "delete",
         "old_ok",
@@ -322,7 +319,7 @@ async def test_cancel_of_a_batch_that_meanwhile_ended_is_not_needed(metrics: Met
     It ended a moment ago, so the ended retention keeps it: the cancel path deletes only what it
     canceled, and later cycles apply rules 5 to 8 to this one.
     """
-    client = FakeClient(population(), clock=FakeClock())
+    client = FakeClient(population(), clock=Clock())
     client.before[("cancel", "stale_running")] = lambda: client.end("stale_running")
     with capture_logs() as logs:
         report = await cycle(make_settings(dry_run="false"), client, metrics)
@@ -342,7 +339,7 @@ async def test_cancel_of_a_batch_that_meanwhile_ended_is_not_needed(metrics: Met
 
 async def test_refused_cancel_of_a_running_batch_is_a_failure(metrics: Metrics) -> None:
     """A 400 on cancel while the batch still runs is a real failure, and nothing is deleted."""
-    client = FakeClient(population(), clock=FakeClock())
+    client = FakeClient(population(), clock=Clock())
     client.fail("cancel", "stale_running", api_error("cancel", 400, "invalid_request_error"))
     report = await cycle(make_settings(dry_run="false"), client, metrics)
 
@@ -356,7 +353,7 @@ async def test_refused_cancel_of_a_running_batch_is_a_failure(metrics: Metrics) 
 
 async def test_transient_404s_while_waiting_are_tolerated(metrics: Metrics) -> None:
     """A 404 while polling a canceled batch is not proof of deletion: keep polling, then delete."""
-    client = FakeClient(population(), clock=FakeClock(), cancel_seconds=5)
+    client = FakeClient(population(), clock=Clock(), cancel_seconds=5)
     not_found = [api_error("retrieve", 404, "not_found_error") for _ in range(NOT_FOUND_TOLERANCE)]
     client.fail("retrieve", "stale_running", *not_found)
     report = await cycle(make_settings(dry_run="false"), client, metrics)
@@ -369,7 +366,7 @@ async def test_transient_404s_while_waiting_are_tolerated(metrics: Metrics) -> N
 
 async def test_persistent_404s_while_waiting_leave_the_batch_alone(metrics: Metrics) -> None:
     """Past the tolerance the wait gives up on that batch: no delete, left to later cycles."""
-    client = FakeClient(population(), clock=FakeClock(), cancel_seconds=5)
+    client = FakeClient(population(), clock=Clock(), cancel_seconds=5)
     client.fail(
         "retrieve",
         "stale_running",
@@ -386,7 +383,7 @@ async def test_persistent_404s_while_waiting_leave_the_batch_alone(metrics: Metr
 
 async def test_wait_timeout_leaves_the_rest_to_later_cycles(metrics: Metrics) -> None:
     """A cancel slower than the wait: polled with backoff up to the timeout, then left alone."""
-    clock = FakeClock()
+    clock = Clock()
     client = FakeClient(population(), clock=clock, cancel_seconds=3600)
     start = clock.now()
     with capture_logs() as logs:
@@ -410,7 +407,7 @@ async def test_wait_timeout_leaves_the_rest_to_later_cycles(metrics: Metrics) ->
 
 async def test_poll_backoff_caps_at_thirty_seconds(metrics: Metrics) -> None:
     """Polls double from 1 s and never wait longer than 30 s."""
-    clock = FakeClock()
+    clock = Clock()
     client = FakeClient(population(), clock=clock, cancel_seconds=100)
     await cycle(make_settings(dry_run="false", cancel_wait_timeout="10m"), client, metrics)
 
@@ -420,7 +417,7 @@ async def test_poll_backoff_caps_at_thirty_seconds(metrics: Metrics) -> None:
 
 async def test_one_failure_does_not_stop_the_others(metrics: Metrics) -> None:
     """A delete failing for good is logged with its request id; every other action still runs."""
-    client = FakeClient(population(), clock=FakeClock())
+    client = FakeClient(population(), clock=Clock())
     client.fail("delete", "old_ok", api_error("delete", 500))
     with capture_logs() as logs:
         report = await cycle(make_settings(dry_run="false"), client, metrics)
@@ -454,7 +451,7 @@ async def test_one_failure_does_not_stop_the_others(metrics: Metrics) -> None:
 
 async def test_an_unexpected_error_in_one_action_fails_only_that_action(metrics: Metrics) -> None:
     """A bug surfacing in one delete (not an ApiError) is recorded as that action's failure."""
-    client = FakeClient(population(), clock=FakeClock())
+    client = FakeClient(population(), clock=Clock())
     client.fail("delete", "ancient_expired", RuntimeError("boom"))
     report = await cycle(make_settings(dry_run="false"), client, metrics)
 
@@ -467,7 +464,7 @@ async def test_an_unexpected_error_in_one_action_fails_only_that_action(metrics:
 
 async def test_an_unexpected_error_in_the_listing_fails_the_cycle(metrics: Metrics) -> None:
     """A crash outside any action ends the cycle as failed, with the error in the report."""
-    client = FakeClient(population(), clock=FakeClock())
+    client = FakeClient(population(), clock=Clock())
     client.fail("list", "page1", RuntimeError("boom"))
     with capture_logs() as logs:
         report = await cycle(make_settings(dry_run="false"), client, metrics)
@@ -482,8 +479,8 @@ async def test_an_unexpected_error_in_the_listing_fails_the_cycle(metrics: Metri
 
 async def test_concurrency_is_bounded_by_the_setting(metrics: Metrics) -> None:
     """Thirty deletes on four workers: four requests in flight at most, and at some point four."""
-    deletable = [batch(f"b{i:02}", created_ago=20 * D, ended_ago=19 * D) for i in range(30)]
-    client = FakeClient(deletable, clock=FakeClock(), page_size=100, call_seconds=0.002)
+    deletable = [make_batch(f"b{i:02}", created_ago=20 * D, ended_ago=19 * D) for i in range(30)]
+    client = FakeClient(deletable, clock=Clock(), page_size=100, call_seconds=0.002)
     report = await cycle(make_settings(dry_run="false", concurrency="4"), client, metrics)
 
     assert client.ids() == set()
@@ -501,8 +498,8 @@ async def test_a_stop_starts_no_new_action_and_defers_the_rest(metrics: Metrics)
             if len(self.mutating_calls()) == 5:
                 stop.set()
 
-    deletable = [batch(f"b{i:02}", created_ago=20 * D, ended_ago=19 * D) for i in range(30)]
-    client = StoppingClient(deletable, clock=FakeClock(), page_size=100, call_seconds=0.002)
+    deletable = [make_batch(f"b{i:02}", created_ago=20 * D, ended_ago=19 * D) for i in range(30)]
+    client = StoppingClient(deletable, clock=Clock(), page_size=100, call_seconds=0.002)
     settings = make_settings(dry_run="false", concurrency="4")
     report = await cycle(settings, client, metrics, stop=stop)
 
@@ -531,9 +528,9 @@ async def test_after_a_stop_a_batch_already_canceled_is_still_deleted(metrics: M
             stop.set()
             return canceled
 
-    stale = batch("stale_running", IN_PROGRESS, created_ago=13 * H)
-    old = batch("old_ok", created_ago=11 * D, ended_ago=10 * D)
-    client = StoppingClient([stale, old], clock=FakeClock(), cancel_seconds=5)
+    stale = make_batch("stale_running", IN_PROGRESS, created_ago=13 * H)
+    old = make_batch("old_ok", created_ago=11 * D, ended_ago=10 * D)
+    client = StoppingClient([stale, old], clock=Clock(), cancel_seconds=5)
     settings = make_settings(dry_run="false", concurrency="1")
     report = await cycle(settings, client, metrics, stop=stop)
 
@@ -545,7 +542,7 @@ async def test_after_a_stop_a_batch_already_canceled_is_still_deleted(metrics: M
 async def test_fraction_guard_stops_every_cancel_and_delete(metrics: Metrics) -> None:
     """2 deletes and a stale cancel (deleted once ended) of 9 exceed 0.2: a safety stop, exit 3;
     nothing is sent, the cancel included (SPEC section 3: a stop withholds every mutation)."""
-    client = FakeClient(population(), clock=FakeClock(), cancel_seconds=1)
+    client = FakeClient(population(), clock=Clock(), cancel_seconds=1)
     with capture_logs() as logs:
         report = await cycle(
             make_settings(dry_run="false", max_delete_fraction="0.2"), client, metrics
@@ -573,7 +570,7 @@ async def test_fraction_guard_stops_every_cancel_and_delete(metrics: Metrics) ->
 async def test_cancel_fraction_guard_stops_the_workspace(metrics: Metrics) -> None:
     """1 stale of 2 in_progress is 50 %, above REAPER_MAX_CANCEL_FRACTION=0.4: nothing is sent,
     exit 3, the stop named cancel_fraction in the log, the metric and the summary."""
-    client = FakeClient(population(), clock=FakeClock(), cancel_seconds=1)
+    client = FakeClient(population(), clock=Clock(), cancel_seconds=1)
     with capture_logs() as logs:
         report = await cycle(
             make_settings(dry_run="false", max_cancel_fraction="0.4"), client, metrics
@@ -593,7 +590,7 @@ async def test_cancel_fraction_guard_stops_the_workspace(metrics: Metrics) -> No
 
 async def test_fraction_guard_trips_in_a_dry_run_too(metrics: Metrics) -> None:
     """A dry run shows the guard would stop the workspace (exit 3) and sends nothing."""
-    client = FakeClient(population(), clock=FakeClock())
+    client = FakeClient(population(), clock=Clock())
     report = await cycle(make_settings(max_delete_fraction="0.2"), client, metrics)
 
     assert client.mutating_calls() == []
@@ -604,7 +601,7 @@ async def test_fraction_guard_trips_in_a_dry_run_too(metrics: Metrics) -> None:
 
 async def test_cap_of_zero_acts_on_nothing(metrics: Metrics) -> None:
     """REAPER_MAX_ACTIONS_PER_RUN=0 means nothing is done: every action deferred and counted."""
-    client = FakeClient(population(), clock=FakeClock())
+    client = FakeClient(population(), clock=Clock())
     with capture_logs() as logs:
         report = await cycle(
             make_settings(dry_run="false", max_actions_per_run="0"), client, metrics
@@ -628,7 +625,7 @@ async def test_cap_of_zero_acts_on_nothing(metrics: Metrics) -> None:
 
 async def test_cap_defers_the_least_urgent(metrics: Metrics) -> None:
     """A cap of 2 keeps the cancel and the most overdue delete; the other waits its turn."""
-    client = FakeClient(population(), clock=FakeClock(), cancel_seconds=1)
+    client = FakeClient(population(), clock=Clock(), cancel_seconds=1)
     report = await cycle(make_settings(dry_run="false", max_actions_per_run="2"), client, metrics)
 
     assert client.ids() == EXPECTED_KEPT | {"old_ok"}
@@ -638,9 +635,10 @@ async def test_cap_defers_the_least_urgent(metrics: Metrics) -> None:
 async def test_workspaces_are_planned_and_guarded_on_their_own(metrics: Metrics) -> None:
     """The guard trips in one workspace only; the other still deletes, the exit code is 3."""
     mostly_old = [
-        batch(f"old{i}", created_ago=20 * D, ended_ago=19 * D, workspace="ws_a") for i in range(3)
-    ] + [batch("keep_a", created_ago=2 * D, workspace="ws_a")]
-    client = FakeClient([*mostly_old, *population("ws_b")], clock=FakeClock())
+        make_batch(f"old{i}", created_ago=20 * D, ended_ago=19 * D, workspace="ws_a")
+        for i in range(3)
+    ] + [make_batch("keep_a", created_ago=2 * D, workspace="ws_a")]
+    client = FakeClient([*mostly_old, *population("ws_b")], clock=Clock())
     with capture_logs() as logs:
         report = await cycle(
             make_settings(dry_run="false", workspace_ids="ws_a,ws_b", max_delete_fraction="0.5"),
@@ -662,7 +660,7 @@ async def test_workspaces_are_planned_and_guarded_on_their_own(metrics: Metrics)
 
 async def test_a_listing_failure_in_one_workspace_spares_the_others(metrics: Metrics) -> None:
     """Workspace a cannot be listed: it is left alone, workspace b is reaped, the cycle failed."""
-    client = FakeClient([*population("ws_a"), *population("ws_b")], clock=FakeClock())
+    client = FakeClient([*population("ws_a"), *population("ws_b")], clock=Clock())
     client.list_fault_page["ws_a"] = 1
     report = await cycle(make_settings(dry_run="false", workspace_ids="ws_a,ws_b"), client, metrics)
 
@@ -695,7 +693,7 @@ class FakeArchiver:
 
 async def test_archiver_is_asked_before_every_delete(metrics: Metrics, tmp_path: Path) -> None:
     """Only what the archive vouches for is deleted; a failed archive fails that delete."""
-    client = FakeClient(population(), clock=FakeClock(), cancel_seconds=1)
+    client = FakeClient(population(), clock=Clock(), cancel_seconds=1)
     archiver = FakeArchiver({"old_ok": Outcome.FAILED, "ancient_expired": Outcome.MISSING})
     report = await cycle(
         make_settings(dry_run="false", archive_dir=str(tmp_path)),
@@ -715,7 +713,7 @@ async def test_an_archive_dir_without_an_archiver_deletes_nothing(
     metrics: Metrics, tmp_path: Path
 ) -> None:
     """Wiring mistake: results would be lost, so the cycle refuses to act at all."""
-    client = FakeClient(population(), clock=FakeClock())
+    client = FakeClient(population(), clock=Clock())
     report = await cycle(make_settings(dry_run="false", archive_dir=str(tmp_path)), client, metrics)
 
     assert client.calls == []
@@ -724,7 +722,7 @@ async def test_an_archive_dir_without_an_archiver_deletes_nothing(
 
 async def test_a_dry_run_never_archives(metrics: Metrics, tmp_path: Path) -> None:
     """Dry run writes nothing: the archiver is not called."""
-    client = FakeClient(population(), clock=FakeClock())
+    client = FakeClient(population(), clock=Clock())
     archiver = FakeArchiver({})
     await cycle(make_settings(archive_dir=str(tmp_path)), client, metrics, archiver=archiver)
 
@@ -734,7 +732,7 @@ async def test_a_dry_run_never_archives(metrics: Metrics, tmp_path: Path) -> Non
 async def test_progress_sees_pages_and_actions(metrics: Metrics) -> None:
     """Progress hears of every page and of every action, including the delete after a cancel."""
     progress = _Progress()
-    client = FakeClient(population(), clock=FakeClock(), cancel_seconds=1)
+    client = FakeClient(population(), clock=Clock(), cancel_seconds=1)
     await cycle(make_settings(dry_run="false"), client, metrics, progress=progress)
 
     assert progress.pages == [(None, 1, 3), (None, 2, 6), (None, 3, 9)]

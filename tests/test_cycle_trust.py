@@ -16,7 +16,8 @@ from reaper.metrics import Metrics
 from reaper.models import CANCELING, ENDED, IN_PROGRESS, Batch, RequestCounts
 from reaper.outcomes import ActionOutcome, CycleOutcome
 from reaper.policy import Action
-from tests.fake_api import FakeClient, FakeClock, batch
+from tests.fake_api import FakeClient
+from tests.helpers import Clock, make_batch
 from tests.test_cycle import D, H, cycle, make_settings
 
 pytestmark = pytest.mark.anyio
@@ -25,7 +26,7 @@ LIVE = {"dry_run": "false"}
 
 
 def stale(n: int) -> list[Batch]:
-    return [batch(f"stale_{i:02}", IN_PROGRESS, created_ago=13 * H) for i in range(n)]
+    return [make_batch(f"stale_{i:02}", IN_PROGRESS, created_ago=13 * H) for i in range(n)]
 
 
 class WrongCancelAnswer(FakeClient):
@@ -42,8 +43,8 @@ class WrongCancelAnswer(FakeClient):
 
 async def test_a_cancel_answered_with_another_batch_deletes_neither(metrics: Metrics) -> None:
     """Issue 12 #5: the answer names a protected, ended batch: the action fails, nothing else."""
-    protected = batch("protected_young", created_ago=30 * timedelta(minutes=1), ended_ago=H)
-    client = WrongCancelAnswer([protected, *stale(1)], clock=FakeClock(), other="protected_young")
+    protected = make_batch("protected_young", created_ago=30 * timedelta(minutes=1), ended_ago=H)
+    client = WrongCancelAnswer([protected, *stale(1)], clock=Clock(), other="protected_young")
     with capture_logs() as logs:
         report = await cycle(make_settings(**LIVE, protect_ids="protected_young"), client, metrics)
 
@@ -77,7 +78,7 @@ async def test_a_cancel_answered_ended_without_cancel_initiated_at_is_not_needed
     metrics: Metrics,
 ) -> None:
     """Answered 200 with the batch ended on its own: not needed, not deleted (rules 5-8 later)."""
-    client = EndsOnItsOwn(stale(1), clock=FakeClock())
+    client = EndsOnItsOwn(stale(1), clock=Clock())
     with capture_logs() as logs:
         report = await cycle(make_settings(**LIVE), client, metrics)
 
@@ -95,7 +96,7 @@ async def test_a_batch_someone_else_canceled_earlier_is_not_deleted_by_the_cance
     metrics: Metrics,
 ) -> None:
     """Canceling since an hour before this cycle's cancel (a person's): not needed, kept."""
-    clock = FakeClock()
+    clock = Clock()
     theirs = dataclasses.replace(
         stale(1)[0], processing_status=CANCELING, cancel_initiated_at=clock.now() - H
     )
@@ -125,7 +126,7 @@ class SlowPolls(FakeClient):
 async def test_the_cancel_wait_checks_its_deadline_before_every_poll(metrics: Metrics) -> None:
     """Issue 12 #7: 20 canceled batches that never end, a 5 s wait, polls of 1 s each on one
     worker: no poll is sent after the deadline, the deletes left undone make the cycle partial."""
-    clock = FakeClock()
+    clock = Clock()
     client = SlowPolls(stale(20), clock=clock, cancel_seconds=3600, page_size=100)
     start = clock.now()
     with capture_logs() as logs:
@@ -146,8 +147,8 @@ async def test_the_cancel_wait_checks_its_deadline_before_every_poll(metrics: Me
 async def test_a_cancel_that_ends_within_the_wait_is_still_deleted(metrics: Metrics) -> None:
     """The rule's normal path is untouched: canceled here, ended, deleted, success."""
     client = FakeClient(
-        [*stale(2), batch("old", created_ago=20 * D, ended_ago=19 * D)],
-        clock=FakeClock(),
+        [*stale(2), make_batch("old", created_ago=20 * D, ended_ago=19 * D)],
+        clock=Clock(),
         cancel_seconds=5,
     )
     report = await cycle(make_settings(**LIVE), client, metrics)

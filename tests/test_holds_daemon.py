@@ -22,7 +22,8 @@ from reaper.metrics import Metrics
 from reaper.models import Batch, format_time
 from reaper.server import Health
 from reaper.settings import load_settings
-from tests.fake_api import T0, FakeClient, FakeClock, batch
+from tests.fake_api import FakeClient
+from tests.helpers import T0, Clock, make_batch
 
 pytestmark = pytest.mark.anyio
 
@@ -37,7 +38,7 @@ def hold(batch_id: str, until: timedelta, reason: str) -> str:
 
 
 def due(batch_id: str) -> Batch:
-    return batch(batch_id, created_ago=20 * D, ended_ago=19 * D)
+    return make_batch(batch_id, created_ago=20 * D, ended_ago=19 * D)
 
 
 @pytest.mark.slow  # five cycles a second apart
@@ -47,7 +48,7 @@ async def test_holds_change_between_the_cycles_of_a_running_daemon(
     """Added: kept at the next cycle; expired: deleted; broken: nothing done; mended: acts again."""
     holds = tmp_path / "holds.jsonl"
     holds.write_text(hold("kept", D, "legal review") + hold("old", -D, "long done"))
-    clock = FakeClock()
+    clock = Clock()
     client = FakeClient([due("kept"), due("free")], clock=clock)
     settings = load_settings(
         {

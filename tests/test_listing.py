@@ -11,7 +11,8 @@ import pytest
 from reaper.listing import plan_workspace
 from reaper.models import Batch, Page
 from reaper.policy import Policy, StopReason
-from tests.fake_api import T0, FakeClient, FakeClock, batch
+from tests.fake_api import FakeClient
+from tests.helpers import T0, Clock, make_batch
 
 pytestmark = pytest.mark.anyio
 
@@ -19,12 +20,12 @@ D = timedelta(days=1)
 
 
 def old_batches(n: int) -> list[Batch]:
-    return [batch(f"b{i}", created_ago=(20 + i) * D, ended_ago=(10 + i) * D) for i in range(n)]
+    return [make_batch(f"b{i}", created_ago=(20 + i) * D, ended_ago=(10 + i) * D) for i in range(n)]
 
 
 async def test_every_page_is_planned_and_seen() -> None:
     """Seven batches in pages of three: three pages, every batch decided and handed to on_page."""
-    client = FakeClient(old_batches(7), clock=FakeClock(), page_size=3)
+    client = FakeClient(old_batches(7), clock=Clock(), page_size=3)
     pages: list[list[Batch]] = []
 
     listing = await plan_workspace(client, None, Policy(), T0, on_page=pages.append)
@@ -39,7 +40,7 @@ async def test_every_page_is_planned_and_seen() -> None:
 
 async def test_a_page_that_fails_makes_an_incomplete_plan_that_acts_on_nothing() -> None:
     """Page 2 fails: no exception, a failure that says how far it got, and no action planned."""
-    client = FakeClient(old_batches(7), clock=FakeClock(), page_size=3)
+    client = FakeClient(old_batches(7), clock=Clock(), page_size=3)
     client.list_fault_page[None] = 2
 
     listing = await plan_workspace(client, None, Policy(), T0)
@@ -95,7 +96,7 @@ async def test_a_date_far_from_the_host_clock_refuses_the_listing(days: int) -> 
 
 async def test_the_clock_is_read_when_the_first_page_arrives() -> None:
     """A first page that took 5 minutes of retries is compared with the clock at its arrival."""
-    clock = FakeClock()
+    clock = Clock()
     lister = PagedLister([old_batches(2)], format_datetime(T0 + 5 * timedelta(minutes=1), True))
     clock.advance(300)  # the listing began at T0; the page arrives 5 minutes later
 
@@ -135,7 +136,7 @@ async def test_a_listing_out_of_order_or_from_the_future_is_refused() -> None:
     assert listing.failure is not None
     assert listing.failure.error_type == "out_of_order"
 
-    future = batch("f", "in_progress", created_ago=-timedelta(minutes=10))
+    future = make_batch("f", "in_progress", created_ago=-timedelta(minutes=10))
     listing = await plan_workspace(PagedLister([[future, *rows]], None), None, Policy(), T0)
     assert listing.failure is not None
     assert listing.failure.error_type == "future_created_at"
