@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from reaper.cli import main
 from reaper.client import BatchClient
 from reaper.commands.apply import run_apply
+from reaper.commands.explain import run_explain
 from reaper.commands.plan import run_plan
 from reaper.cycle import CycleReport, PlanSelector, run_cycle
 from reaper.emulator.state import EmulatorState
@@ -28,8 +30,10 @@ from reaper.exits import EX_CONFIG
 from reaper.logs import reset_logging
 from reaper.metrics import Metrics
 from reaper.models import format_time
-from reaper.settings import Settings
-from tests.helpers import Clock
+from reaper.reviewed import PlanWriter
+from reaper.settings import Settings, load_settings
+from tests.fake_api import FakeClient
+from tests.helpers import Clock, make_batch
 from tests.test_cycle_emulator import api_batch, client_for, emulator, remaining, settings_for
 
 pytestmark = pytest.mark.anyio
@@ -273,8 +277,6 @@ def test_the_apply_command_refuses_a_missing_plan_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``reaper apply FILE`` through the command line: exit 78, one line naming the file."""
-    from reaper.cli import main
-
     for name in [n for n in os.environ if n.startswith("REAPER_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-cli-test-key-0000")
@@ -287,8 +289,6 @@ def test_the_apply_command_refuses_a_missing_plan_in_one_line(
 
 async def test_plan_counts_held_batches_and_explain_shows_the_hold(tmp_path: Path) -> None:
     """plan --json counts rule held; explain names until, reason and owner; neither acts."""
-    from reaper.commands.explain import run_explain
-
     holds = tmp_path / "holds.jsonl"
     warp = Clock(speedup=50)
     with emulator(warp) as (base_url, state):
@@ -358,10 +358,6 @@ async def test_plan_with_a_broken_holds_file_says_which_line_and_fails(tmp_path:
 
 async def test_plan_out_writes_nothing_when_a_listing_fails(tmp_path: Path) -> None:
     """A page that cannot be read: no plan file at all (half a plan must never be applied)."""
-    from reaper.settings import load_settings
-    from tests.fake_api import FakeClient
-    from tests.helpers import Clock, make_batch
-
     clock = Clock()
     old = [make_batch(f"old_{i}", created_ago=20 * D, ended_ago=19 * D) for i in range(3)]
     client = FakeClient(old, clock=clock, page_size=1)
@@ -380,3 +376,34 @@ async def test_plan_out_writes_nothing_when_a_listing_fails(tmp_path: Path) -> N
     assert code == 1
     assert "listing failed" in err.getvalue()
     assert leftovers(tmp_path) == []
+
+
+async def test_apply_acts_in_no_workspace_it_cannot_list_and_says_so(tmp_path: Path) -> None:
+    """Two workspaces, the second's listing fails: the first acts, the second is not looked at."""
+    clock = Clock()
+    old = [
+        make_batch(f"{ws}_old", created_ago=20 * D, ended_ago=19 * D, workspace=ws)
+        for ws in ("wrkspc_a", "wrkspc_b")
+    ]
+    settings = load_settings(
+        {"REAPER_WORKSPACE_IDS": "wrkspc_a,wrkspc_b", "REAPER_DRY_RUN": "false"},
+        require_key=False,
+    )
+    path = tmp_path / "plan.json"
+    with PlanWriter(path, settings, created_at=clock.now()) as writer:
+        for b in old:
+            writer.add(b, "delete", "ended_retention")
+    client = FakeClient(old, clock=clock)
+    client.list_fault_page["wrkspc_b"] = 1
+
+    async def cycle(select: PlanSelector) -> CycleReport:
+        return await run_cycle(
+            settings, client, metrics=Metrics(), now=clock.now, sleep=clock.sleep, select=select
+        )
+
+    out, err = io.StringIO(), io.StringIO()
+    code = await run_apply(settings, path, now=clock.now, out=out, err=err, cycle=cycle)
+    assert code == 1
+    assert client.mutating_calls() == [("delete", "wrkspc_a", "wrkspc_a_old")]
+    assert "Not looked at: 1, in workspaces that could not be listed" in out.getvalue()
+    assert "LISTING FAILED in workspace wrkspc_b" in out.getvalue()
