@@ -3,7 +3,8 @@
 ``Clock`` is every fake time the tests need: the wall clock the reaper decides with (``now()``,
 a datetime; ``wall_clock()``, epoch seconds), the monotonic clock its pacer, health and progress
 measure with (``monotonic()``, also the clock's ``__call__``), and the ``sleep`` they wait with.
-``make_batch`` builds a ``Batch`` aged relative to a ``now``; ``.to_api()`` gives its API object.
+``make_batch`` builds a ``Batch`` aged relative to a ``now``; ``.to_api()`` gives its API object;
+``api_batch`` the smaller object the emulator is seeded with.
 ``tests/conftest.py`` serves a fresh ``Clock`` as the ``clock`` fixture.
 """
 
@@ -12,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from reaper.models import ENDED, Batch, RequestCounts
+from reaper.models import ENDED, Batch, RequestCounts, format_time
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -134,3 +136,31 @@ def make_batch(
         results_url=results_url,
         workspace=workspace,
     )
+
+
+def api_batch(
+    batch_id: str,
+    now: datetime,
+    *,
+    created_ago: timedelta,
+    ended_ago: timedelta | None = None,
+    status: str | None = None,
+    workspace: str | None = None,
+    **counts: int,
+) -> dict[str, Any]:
+    """Return an emulator seed object (the API's shape; the emulator fills in the rest).
+
+    Times are relative to ``now``. With ``ended_ago`` the batch has ended, with ``counts`` (by
+    default 5 succeeded); otherwise its ``status`` (``in_progress``) has 5 requests processing.
+    """
+    obj: dict[str, Any] = {"id": batch_id, "created_at": format_time(now - created_ago)}
+    if ended_ago is not None:
+        obj["processing_status"] = ENDED
+        obj["ended_at"] = format_time(now - ended_ago)
+        obj["request_counts"] = counts or {"succeeded": 5}
+    else:
+        obj["processing_status"] = status or "in_progress"
+        obj["request_counts"] = {"processing": 5}
+    if workspace is not None:
+        obj["workspace_id"] = workspace
+    return obj

@@ -33,8 +33,8 @@ from reaper.models import format_time
 from reaper.reviewed import PlanWriter
 from reaper.settings import Settings, load_settings
 from tests.fake_api import FakeClient
-from tests.helpers import Clock, make_batch
-from tests.test_cycle_emulator import api_batch, client_for, emulator, remaining, settings_for
+from tests.helpers import Clock, api_batch, make_batch
+from tests.test_cycle_emulator import client_for, emulator, remaining, settings_for
 
 pytestmark = pytest.mark.anyio
 

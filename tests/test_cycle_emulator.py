@@ -30,7 +30,7 @@ from reaper.emulator.state import EmulatorState
 from reaper.metrics import Metrics
 from reaper.models import format_time
 from reaper.settings import Settings, load_settings
-from tests.helpers import Clock
+from tests.helpers import Clock, api_batch
 
 pytestmark = pytest.mark.anyio
 
@@ -39,30 +39,6 @@ PAGE_SIZE = 7
 M = timedelta(minutes=1)
 H = timedelta(hours=1)
 D = timedelta(days=1)
-
-
-def api_batch(
-    batch_id: str,
-    now: datetime,
-    *,
-    created_ago: timedelta,
-    ended_ago: timedelta | None = None,
-    status: str | None = None,
-    workspace: str | None = None,
-    **counts: int,
-) -> dict[str, Any]:
-    """Return an API-shaped seed object, times relative to ``now``."""
-    obj: dict[str, Any] = {"id": batch_id, "created_at": format_time(now - created_ago)}
-    if ended_ago is not None:
-        obj["ended_at"] = format_time(now - ended_ago)
-        obj["processing_status"] = "ended"
-        obj["request_counts"] = counts or {"succeeded": 5}
-    else:
-        obj["processing_status"] = status or "in_progress"
-        obj["request_counts"] = {"processing": 5}
-    if workspace is not None:
-        obj["workspace_id"] = workspace
-    return obj
 
 
 def seeded_mix(

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from reaper.models import format_time
+from tests.helpers import api_batch
 
 M: Final = timedelta(minutes=1)
 H: Final = timedelta(hours=1)
@@ -37,50 +38,30 @@ POLICY_ENV: Final = {
 UNKNOWN_STATUS: Final = "paused"
 
 
-def _batch(
-    batch_id: str,
-    now: datetime,
-    *,
-    created_ago: timedelta,
-    ended_ago: timedelta | None = None,
-    status: str | None = None,
-    **counts: int,
-) -> dict[str, Any]:
-    obj: dict[str, Any] = {"id": batch_id, "created_at": format_time(now - created_ago)}
-    if ended_ago is not None:
-        obj["processing_status"] = "ended"
-        obj["ended_at"] = format_time(now - ended_ago)
-        obj["request_counts"] = counts or {"succeeded": 4}
-    else:
-        obj["processing_status"] = status or "in_progress"
-        obj["request_counts"] = {"processing": 4}
-    return obj
-
-
 def population(now: datetime, *, bulk: int = 24) -> list[dict[str, Any]]:
     """Return the seed objects (API shape) of the population, times relative to ``now``."""
     seeds: list[dict[str, Any]] = []
     add = seeds.append
     for i in range(2):  # rule 1: protected, though old enough to delete
-        add(_batch(PROTECTED[i], now, created_ago=20 * D, ended_ago=19 * D))
+        add(api_batch(PROTECTED[i], now, created_ago=20 * D, ended_ago=19 * D))
     for i in range(3):  # rule 2: younger than min_age (and the most recent ended: keep-last too)
-        add(_batch(f"keep_young_{i}", now, created_ago=5 * M + i * M, ended_ago=2 * M))
+        add(api_batch(f"keep_young_{i}", now, created_ago=5 * M + i * M, ended_ago=2 * M))
     for i in range(3):  # rule 4: running, not stale; ends in a day
-        obj = _batch(f"keep_running_{i}", now, created_ago=3 * H + i * M)
+        obj = api_batch(f"keep_running_{i}", now, created_ago=3 * H + i * M)
         obj["_ends_at"] = format_time(now + D)
         add(obj)
     for i in range(2):  # rule 4: canceling (by someone else), slow to end; never canceled again
-        obj = _batch(f"keep_canceling_{i}", now, created_ago=20 * H, status="canceling")
+        obj = api_batch(f"keep_canceling_{i}", now, created_ago=20 * H, status="canceling")
         obj["cancel_initiated_at"] = format_time(now - M)
         obj["_ends_at"] = format_time(now + D)
         add(obj)
     for i in range(2):  # rule 5: due under rule 7, but among the 5 most recently created ended
-        add(_batch(f"keep_last_{i}", now, created_ago=9 * H + i * M, ended_ago=8 * H))
+        add(api_batch(f"keep_last_{i}", now, created_ago=9 * H + i * M, ended_ago=8 * H))
     for i in range(4):  # rule 8: a long batch, ended 2 hours ago, retention 6 hours
-        add(_batch(f"keep_recent_{i}", now, created_ago=20 * H + i * M, ended_ago=2 * H))
+        add(api_batch(f"keep_recent_{i}", now, created_ago=20 * H + i * M, ended_ago=2 * H))
     for i in range(3):  # rule 8: failed, ended 15 days ago, failed retention 30 days
         add(
-            _batch(
+            api_batch(
                 f"keep_failed_{i}",
                 now,
                 created_ago=16 * D + i * H,
@@ -89,14 +70,14 @@ def population(now: datetime, *, bulk: int = 24) -> list[dict[str, Any]]:
                 errored=2,
             )
         )
-    add(_batch("keep_unknown_0", now, created_ago=50 * D, status=UNKNOWN_STATUS))  # rule 8
+    add(api_batch("keep_unknown_0", now, created_ago=50 * D, status=UNKNOWN_STATUS))  # rule 8
     for i in range(3):  # rule 3: stale, cancel then delete
-        add(_batch(f"stale_{i}", now, created_ago=14 * H + i * H))
+        add(api_batch(f"stale_{i}", now, created_ago=14 * H + i * H))
     for i in range(bulk):  # rule 7
-        add(_batch(f"del_old_{i:02}", now, created_ago=12 * D + i * H, ended_ago=11 * D))
+        add(api_batch(f"del_old_{i:02}", now, created_ago=12 * D + i * H, ended_ago=11 * D))
     for i in range(2):  # rule 6: errored / expired, past 30 days
         add(
-            _batch(
+            api_batch(
                 f"del_failed_{i}",
                 now,
                 created_ago=40 * D,
@@ -105,7 +86,7 @@ def population(now: datetime, *, bulk: int = 24) -> list[dict[str, Any]]:
                 errored=3,
             )
         )
-        add(_batch(f"del_expired_{i}", now, created_ago=41 * D, ended_ago=40 * D, expired=4))
+        add(api_batch(f"del_expired_{i}", now, created_ago=41 * D, ended_ago=40 * D, expired=4))
     return seeds
 
 
