@@ -29,6 +29,7 @@ from reaper.settings import KNOWN_VARIABLES
 from tests.chaos import population as pop
 from tests.chaos.conftest import KEY, leaks
 from tests.chaos.daemon import command_env, run_command
+from tests.helpers import make_batch
 from tests.loopback import free_port
 
 # One bad value per variable; {tmp} is a directory of the test's own, {file} a file in it.
@@ -450,28 +451,9 @@ def test_a_seed_the_emulator_accepts_it_can_serve(
 # -- the API's answers are input too ------------------------------------------------------------
 
 
-def api_batch(**changes: Any) -> dict[str, Any]:
-    """Return a complete ended batch object in the API's shape, with ``changes``."""
-    obj: dict[str, Any] = {
-        "id": "msgbatch_1",
-        "type": "message_batch",
-        "processing_status": "ended",
-        "request_counts": {
-            "processing": 0,
-            "succeeded": 1,
-            "errored": 2,
-            "canceled": 0,
-            "expired": 0,
-        },
-        "created_at": "2026-01-01T00:00:00Z",
-        "expires_at": "2026-01-02T00:00:00Z",
-        "ended_at": "2026-01-01T01:00:00Z",
-        "cancel_initiated_at": None,
-        "archived_at": None,
-        "results_url": None,
-    }
-    obj.update(changes)
-    return obj
+def complete_object(**changes: Any) -> dict[str, Any]:
+    """Return a complete ended batch object in the API's shape (2 errored requests), changed."""
+    return {**make_batch("msgbatch_1", succeeded=1, errored=2).to_api(), **changes}
 
 
 @pytest.mark.parametrize(
@@ -494,7 +476,7 @@ def test_a_batch_object_the_policy_cannot_judge_safely_is_unreadable(
     damage: dict[str, Any],
 ) -> None:
     """Without its failure tallies a failed batch would look clean (7 days, not 30): refused."""
-    obj = api_batch(**damage)
+    obj = complete_object(**damage)
     for name, value in damage.items():
         if value is None and name in ("request_counts", "created_at", "processing_status"):
             del obj[name]  # absent, not only null
@@ -504,7 +486,7 @@ def test_a_batch_object_the_policy_cannot_judge_safely_is_unreadable(
 
 def test_a_complete_batch_object_reads_back() -> None:
     """The control case: the complete object reads, its failures counted."""
-    batch = Batch.from_api(api_batch())
+    batch = Batch.from_api(complete_object())
     assert batch.has_failures
     assert batch.request_counts.errored == 2
 
