@@ -615,7 +615,7 @@ async def test_a_held_worker_waits_for_another_workers_429() -> None:
             first = False
             return error_response(429, "rate_limit_error", headers={"retry-after-ms": "200"})
         await asyncio.sleep(0.01)
-        return httpx.Response(200, json=batch_json("b"))
+        return httpx.Response(200, json=batch_json(request.url.path.rsplit("/", 1)[-1]))
 
     client = BatchClient(
         api_key=CANARY,
@@ -646,7 +646,7 @@ async def test_no_more_than_concurrency_requests_are_in_flight() -> None:
         peak = max(peak, in_flight)
         await asyncio.sleep(0.01)
         in_flight -= 1
-        return httpx.Response(200, json=batch_json("b"))
+        return httpx.Response(200, json=batch_json(request.url.path.rsplit("/", 1)[-1]))
 
     client = BatchClient(
         api_key=CANARY,

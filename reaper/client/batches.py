@@ -27,7 +27,15 @@ import httpx
 import structlog
 
 from reaper import __version__
-from reaper.client.responses import ResultsStream, batch_from, json_object, malformed
+from reaper.client.responses import (
+    ResultsStream,
+    batch_from,
+    check_answer_id,
+    json_object,
+    json_or_none,
+    malformed,
+    request_id_of,
+)
 from reaper.client.sender import Sender, Sleep
 from reaper.errors import NotFoundError
 from reaper.logs import Redactor
@@ -203,7 +211,7 @@ class BatchClient:
                 page = Page(
                     (Batch.from_api(item, workspace) for item in data),
                     date=response.headers.get("date"),
-                    request_id=response.headers.get("request-id"),
+                    request_id=request_id_of(response, self._redact),
                 )
             except (ModelError, TypeError, AttributeError) as exc:
                 raise malformed(
@@ -258,10 +266,17 @@ class BatchClient:
         return batch_from(response, "cancel", batch_id, workspace, self._redact)
 
     async def delete(self, batch_id: str, workspace: str | None) -> None:
-        """Delete the batch; raise NotFoundError when it is already gone (404)."""
-        await self._sender.request(
+        """Delete the batch; raise NotFoundError when it is already gone (404).
+
+        An answer naming another batch's ``id`` is a ``malformed_response`` (the delete may
+        have happened: the caller fails the action, and the next listing tells).
+        """
+        response = await self._sender.request(
             "delete", "DELETE", _batch_path(batch_id), workspace=workspace, batch_id=batch_id
         )
+        body = json_or_none(response)
+        if isinstance(body, dict) and "id" in body:
+            check_answer_id(response, "delete", batch_id, body["id"], self._redact)
 
     @asynccontextmanager
     async def stream_results(self, batch: Batch) -> AsyncIterator[ResultsStream]:

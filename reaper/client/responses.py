@@ -1,8 +1,12 @@
 """Read the API's answers: a batch, a JSON object, an error, a results body; never the key.
 
 Every error is built from status, error type, message and request id only, never from a request
-or its headers (httpx prints ``x-api-key`` in clear in reprs), and every message goes through the
-client's redactor.
+or its headers (httpx prints ``x-api-key`` in clear in reprs), and every one of those fields goes
+through the client's redactor where it is built: a proxy that echoes the key in an error's type or
+request id must not put it in a log, a report or a printed line.
+
+Trust no answer (SPEC section 3): a retrieve, cancel or delete answered with a batch ``id`` that
+is not the one asked for is a ``malformed_response``, so nothing is done with another batch.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ class ResultsStream(AsyncIterator[bytes]):
     """
 
     def __init__(self, response: httpx.Response, batch_id: str, redact: Redact) -> None:
-        self.request_id: str | None = response.headers.get("request-id")
+        self.request_id = request_id_of(response, redact)
         self._chunks = response.aiter_bytes()
         self._batch_id = batch_id
         self._redact = redact
@@ -74,20 +78,26 @@ def error_for(
         text = str(error) or type(error).__name__
         return ConnectionFailed(endpoint, None, kind, redact(text), None, batch_id=batch_id)
     status = response.status_code
-    request_id = response.headers.get("request-id")
+    request_id = request_id_of(response, redact)
     envelope = _error_envelope(response)
     if envelope is not None:
         error_type = str(envelope.get("type") or _default_type(status))
         message = str(envelope.get("message") or "")
         if request_id is None:
-            body_id = _json_or_none(response)
+            body_id = json_or_none(response)
             if isinstance(body_id, dict) and isinstance(body_id.get("request_id"), str):
-                request_id = body_id["request_id"]
+                request_id = redact(body_id["request_id"])
     else:
         error_type = _default_type(status)
         message = response.text[:_MESSAGE_LIMIT].strip() or response.reason_phrase
     cls = error_class(status)
-    return cls(endpoint, status, error_type, redact(message), request_id, batch_id=batch_id)
+    return cls(endpoint, status, redact(error_type), redact(message), request_id, batch_id=batch_id)
+
+
+def request_id_of(response: httpx.Response, redact: Redact) -> str | None:
+    """Return the response's ``request-id``, masked (a proxy may echo the key in it)."""
+    value = response.headers.get("request-id")
+    return None if value is None else redact(value)
 
 
 def json_object(
@@ -113,9 +123,20 @@ def batch_from(
     """Return the batch the body holds, or raise a ``malformed_response`` ApiError."""
     body = json_object(response, endpoint, batch_id, redact)
     try:
-        return Batch.from_api(body, workspace)
+        batch = Batch.from_api(body, workspace)
     except ModelError as exc:
         raise malformed(response, endpoint, batch_id, str(exc), redact) from exc
+    check_answer_id(response, endpoint, batch_id, batch.id, redact)
+    return batch
+
+
+def check_answer_id(
+    response: httpx.Response, endpoint: str, asked: str, answered: object, redact: Redact
+) -> None:
+    """Raise a ``malformed_response`` ApiError when the answer names another batch."""
+    if answered != asked:
+        why = f"the answer names another batch: {str(answered)[:100]!r}"
+        raise malformed(response, endpoint, asked, why, redact)
 
 
 def malformed(
@@ -127,7 +148,7 @@ def malformed(
         response.status_code,
         "malformed_response",
         redact(why),
-        response.headers.get("request-id"),
+        request_id_of(response, redact),
         batch_id=batch_id,
     )
 
@@ -138,7 +159,7 @@ def _default_type(status: int) -> str:
     return {404: "not_found_error", 429: "rate_limit_error"}.get(status, "invalid_request_error")
 
 
-def _json_or_none(response: httpx.Response) -> Any:
+def json_or_none(response: httpx.Response) -> Any:
     try:
         return json.loads(response.content)
     except (ValueError, UnicodeDecodeError):
@@ -147,7 +168,7 @@ def _json_or_none(response: httpx.Response) -> Any:
 
 def _error_envelope(response: httpx.Response) -> dict[str, Any] | None:
     """Return ``error`` of the API's error body, or None when the body is not that shape."""
-    body = _json_or_none(response)
+    body = json_or_none(response)
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return body["error"]  # type: ignore[no-any-return]
     return None

@@ -15,7 +15,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
@@ -26,6 +26,9 @@ from reaper.ratelimit import Pacer
 from reaper.retry import CONNECTION, TIMEOUT, Outcome, retry_wait, server_wait
 
 Sleep = Callable[[float], Awaitable[object]]
+
+# Endpoints whose 409 is final rather than retried (retry.py retries 409 as the SDK does).
+_CONFLICT_IS_FINAL: Final = frozenset({"cancel", "delete"})
 
 
 class Sender:
@@ -108,6 +111,10 @@ class Sender:
                 jitter=self._jitter(),
             )
             api_error = error_for(endpoint, batch_id, response, outcome, error, self.redact)
+            if outcome.status == 409 and endpoint in _CONFLICT_IS_FINAL:
+                # A cancel or delete in conflict with the batch's state is an answer about the
+                # batch, not a transient lock: the executor checks the batch instead.
+                wait = None
             if outcome.status == 429:
                 # Everyone waits out a rate limit, even when this request gives up.
                 self.pacer.hold(server_wait(outcome.headers, now=now) or wait or 0.0)
