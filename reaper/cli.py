@@ -12,7 +12,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -74,33 +74,49 @@ def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def printed_secrets(environ: Mapping[str, str]) -> list[str]:
+    """Return the key(s) the environment names, to mask in printed text (however malformed)."""
+    from reaper.apikey import KEY_VAR, read_key
+    from reaper.logs import MIN_SECRET_FRAGMENT
+
+    key, _source, _problem = read_key(environ)
+    found = {environ.get(KEY_VAR, "").strip(), key or ""}
+    # A very short value would mask ordinary words; credential shapes are masked regardless.
+    return sorted(s for s in found if len(s) >= MIN_SECRET_FRAGMENT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``reaper`` command line and return its exit code."""
     args = build_parser().parse_args(argv)
+    from reaper.logs import redacted_output
     from reaper.settings import ConfigError
 
-    try:
-        return _resolve(_HANDLERS[args.command])(args)
-    except ConfigError as exc:
-        print(f"reaper: configuration error: {exc}", file=sys.stderr)
-        return EX_CONFIG
-    except KeyboardInterrupt:
-        return EX_INTERRUPTED
-    except BrokenPipeError:
-        # The reader went away (`reaper plan | head`): stop quietly, and keep Python from
-        # complaining again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EX_FAILED
-    except Exception as exc:
-        # Unforeseen (a bug, or a failure nobody mapped). Never Python's own traceback: it prints
-        # the exception's text unmasked, and an httpx error can quote the request's x-api-key.
-        # The traceback goes to the log, whose formatter masks the key; stderr gets one line.
-        logged = bool(logging.getLogger().handlers)
-        if logged:
-            logging.getLogger("reaper.cli").error("command.crashed", exc_info=exc)
-        print(
-            f"reaper: {args.command} stopped on an unexpected {type(exc).__name__}"
-            + ("; the log has the traceback" if logged else ""),
-            file=sys.stderr,
-        )
-        return EX_FAILED
+    # Every line printed from here on, stdout and stderr, is masked: summaries, tables, JSON,
+    # configuration errors and crash text, not only the log lines (issue 12).
+    with redacted_output(printed_secrets(os.environ)):
+        try:
+            return _resolve(_HANDLERS[args.command])(args)
+        except ConfigError as exc:
+            print(f"reaper: configuration error: {exc}", file=sys.stderr)
+            return EX_CONFIG
+        except KeyboardInterrupt:
+            return EX_INTERRUPTED
+        except BrokenPipeError:
+            # The reader went away (`reaper plan | head`): stop quietly, and keep Python from
+            # complaining again when it flushes stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EX_FAILED
+        except Exception as exc:
+            # Unforeseen (a bug, or a failure nobody mapped). Never Python's own traceback: it
+            # prints the exception's text unmasked, and an httpx error can quote the request's
+            # x-api-key. The traceback goes to the log, whose formatter masks the key; stderr
+            # gets one line.
+            logged = bool(logging.getLogger().handlers)
+            if logged:
+                logging.getLogger("reaper.cli").error("command.crashed", exc_info=exc)
+            print(
+                f"reaper: {args.command} stopped on an unexpected {type(exc).__name__}"
+                + ("; the log has the traceback" if logged else ""),
+                file=sys.stderr,
+            )
+            return EX_FAILED

@@ -364,3 +364,31 @@ def test_the_daemon_survives_crashing_cycles_without_printing_the_key(
     assert err.read_text() == ""
     assert REDACTED in out.read_text()
     assert not leaks(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def echoing_api() -> Iterator[str]:
+    """Serve the population with every error echoing the credential (issue 12 #6): a third of
+    the requests fail, each with the key in its error type, message and request id."""
+    state = new_state(clock=system_clock, api_key=KEY, cancel_seconds=1)
+    state.seed_objects(pop.population(state.now()))
+    state.faults = Faults(error_rate=1.0, echo_credentials=True)
+    with running_emulator(state) as (base_url, _):
+        yield base_url
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args", [["once"], ["plan"], ["plan", "--json"], ["explain", "del_old_00"]], ids=" ".join
+)
+def test_an_api_echoing_the_key_in_its_errors_never_reaches_printed_text(
+    echoing_api: str, args: list[str]
+) -> None:
+    """Issue 12 #6: every answer is an error whose type, message and request id carry the key;
+    once, plan and explain fail (exit 1) and print what failed, with no fragment of the key,
+    on stdout or stderr, and the mask shows where it was."""
+    env = command_env(echoing_api, REAPER_DRY_RUN="true", REAPER_MAX_RETRIES="0")
+    done = run_command(args, env)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert_clean(done)
+    assert REDACTED in done.stdout + done.stderr  # the key was there, and was masked
