@@ -171,6 +171,8 @@ async def run_cycle(
         finally:
             if progress is not None:
                 progress.close()
+        if stop is not None and stop.is_set():
+            tally.interrupted = True  # a signal during the cycle: never reported as a success
         requests = Counter(client.requests_made)
         requests.subtract(requests_before)
         report = CycleReport(

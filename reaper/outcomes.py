@@ -189,7 +189,7 @@ def _summary_sentences(report: CycleReport) -> Iterable[str]:
             " it (left to the retention rules, not deleted)."
         )
     if report.interrupted:
-        yield "Interrupted by a signal: actions not started were left to later cycles."
+        yield "Interrupted by a signal: what had not started was left to later cycles."
     kept = report.count(outcome=ActionOutcome.KEPT)
     if kept:
         yield f"{kept:,} kept because their results are gone and REAPER_ARCHIVE_MISSING=keep."

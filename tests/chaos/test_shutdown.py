@@ -7,6 +7,9 @@ log) is compared with what the daemon logged, line by line.
 
 from __future__ import annotations
 
+import json
+import signal
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +25,7 @@ from tests.chaos import population as pop
 from tests.chaos.conftest import KEY, assert_canceled_leftovers, leaks, unsettled
 from tests.chaos.daemon import command_env, metric, reaper_run
 from tests.chaos.proxy import chaos_proxy
-from tests.loopback import free_port, http_get, wait_for
+from tests.loopback import free_port, http_get, spawned, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -198,3 +201,29 @@ def deleted(state: EmulatorState) -> set[str]:
         for m in state.stats.mutations
         if m.endpoint == "delete" and m.status == 200
     }
+
+
+def test_once_stops_on_sigterm_as_run_does(tmp_path: Path) -> None:
+    """`reaper once` with 120 deletes at 100 ms each, one at a time: SIGTERM after the first few.
+    The delete in flight finishes, nothing new starts, and `once` exits 1 (interrupted, planned
+    deletes left undone) with a summary that says so; every delete the API performed is logged."""
+    state, ids = seeded(bulk=120)
+    state.faults = Faults(latency_ms=100)
+    with running_emulator(state) as (base_url, served):
+        env = command_env(base_url, REAPER_CONCURRENCY="1", REAPER_SHUTDOWN_GRACE="30s")
+        out, err = tmp_path / "out", tmp_path / "err"
+        with spawned([sys.executable, "-m", "reaper", "once"], env, out, err) as process:
+            wait_for(lambda: served.stats.count("delete", 200) >= 3, 30, "the first deletes")
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=30)
+        deleted = {m.batch_id for m in served.stats.mutations if m.endpoint == "delete"}
+    assert code == 1
+    summary = err.read_text()
+    assert "Interrupted by a signal" in summary
+    assert "Outcome: partial (exit 1)" in summary
+    assert 3 <= len(deleted) < len(pop.to_delete(ids))  # stopped well before the end
+    events = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+    logged = {e["id"] for e in events if e["event"] == "batch.delete" and e["outcome"] == "done"}
+    assert deleted <= logged | {e["id"] for e in events if e.get("outcome") == "interrupted"}
+    assert any(e["event"] == "once.signal" and e["signal"] == "SIGTERM" for e in events)
+    assert not leaks(summary + out.read_text())
