@@ -3,7 +3,8 @@
 ``CancelWait`` is the executor's: the executor adds each batch its cancel made ``canceling``, and
 once every cancel is answered runs the wait. It keeps its word (SPEC section 2,
 ``REAPER_CANCEL_WAIT_TIMEOUT``): the deadline is counted from the last cancel's answer and checked
-before every poll is sent, so the wait overruns it by at most the requests already in flight. A
+before every poll is sent, after its wait for a turn of the pace too (``within``), so the wait
+overruns it by at most the requests already in flight. A
 batch seen ``ended`` is handed to ``on_ended`` (the executor deletes it) only if its
 ``cancel_initiated_at`` can be this cycle's cancel (``canceled_since``); otherwise it ended on its
 own and is left to rules 5 to 8. What is left when the wait is over is logged, every id named,
@@ -20,7 +21,7 @@ from typing import Final, Protocol
 import structlog
 
 from reaper.confirm import NOT_FOUND_TOLERANCE
-from reaper.errors import ApiError, NotFoundError
+from reaper.errors import ApiError, DeadlinePassed, NotFoundError
 from reaper.models import ENDED, Batch
 from reaper.policy import Decision
 from reaper.recorder import Recorder
@@ -40,8 +41,10 @@ log = structlog.get_logger("reaper.cycle")
 class Retriever(Protocol):
     """The part of the client a wait uses."""
 
-    async def retrieve(self, batch_id: str, workspace: str | None) -> Batch:
-        """Fetch one batch as it is now; raise NotFoundError on 404."""
+    async def retrieve(
+        self, batch_id: str, workspace: str | None, *, within: float | None = None
+    ) -> Batch:
+        """Fetch one batch as it is now, sent within ``within`` seconds or not at all."""
         ...
 
 
@@ -123,10 +126,17 @@ class CancelWait:
     def _poller(self, waiting: _Waiting) -> Job:
         async def poll() -> None:
             d = waiting.decision
-            if self._deadline is not None and self.now() > self._deadline:
+            assert self._deadline is not None
+            remaining = (self._deadline - self.now()).total_seconds()
+            if remaining < 0:
                 return  # the wait is over: this batch is left to later cycles
             try:
-                batch = await self.client.retrieve(d.batch.id, self.recorder.workspace)
+                # Not sent at all once the deadline passed waiting for a turn of the pace.
+                batch = await self.client.retrieve(
+                    d.batch.id, self.recorder.workspace, within=remaining
+                )
+            except DeadlinePassed:
+                return
             except NotFoundError as exc:
                 # A 404 while waiting is no proof of deletion either: the polls, spaced by the
                 # backoff, count as the confirmation (NOT_FOUND_TOLERANCE more in a row).

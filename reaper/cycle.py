@@ -134,7 +134,6 @@ async def run_cycle(
                 ahead = build_archive_ahead(settings, archiver, metrics)
             for workspace in settings.workspaces if error is None else ():
                 if stop is not None and stop.is_set():
-                    tally.interrupted = True
                     break  # shutting down: the next start sweeps the rest
                 metrics.init_workspace(workspace)
                 recorder = Recorder(
@@ -171,8 +170,7 @@ async def run_cycle(
         finally:
             if progress is not None:
                 progress.close()
-        if stop is not None and stop.is_set():
-            tally.interrupted = True  # a signal during the cycle: never reported as a success
+        tally.interrupted |= stop is not None and stop.is_set()  # a signal: never a success
         requests = Counter(client.requests_made)
         requests.subtract(requests_before)
         report = CycleReport(

@@ -79,6 +79,10 @@ class ConnectionFailed(ApiError):
     """No HTTP response at all (connection error or timeout) after retries; status is None."""
 
 
+class DeadlinePassed(ApiError):
+    """Not sent (or not retried): the caller's deadline passed while it waited its turn."""
+
+
 _ERROR_CLASSES: Final[Mapping[int | None, type[ApiError]]] = {
     404: NotFoundError,
     400: InvalidRequestError,

@@ -62,6 +62,13 @@ class CycleClient(ResultsClient, Protocol):
         """Yield every page of the workspace's batches; raise ApiError if one cannot be read."""
         ...
 
+    async def retrieve(
+        self, batch_id: str, workspace: str | None, *, within: float | None = None
+    ) -> Batch:
+        """Fetch one batch as it is now; with ``within``, sent within that many seconds or not
+        at all (``reaper.errors.DeadlinePassed``)."""
+        ...
+
     async def cancel(self, batch_id: str, workspace: str | None) -> Batch:
         """Ask the API to cancel a batch; return the batch as the API answered."""
         ...

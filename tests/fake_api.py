@@ -88,7 +88,9 @@ class FakeClient:
                 raise api_error("list", 500)
             yield [self._settle(b) for b in ordered[start : start + self.page_size]]
 
-    async def retrieve(self, batch_id: str, workspace: str | None) -> Batch:
+    async def retrieve(
+        self, batch_id: str, workspace: str | None, *, within: float | None = None
+    ) -> Batch:
         await self._call("retrieve", workspace, batch_id)
         return self._settle(self._get("retrieve", batch_id, workspace))
 

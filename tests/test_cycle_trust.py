@@ -118,9 +118,11 @@ async def test_a_batch_someone_else_canceled_earlier_is_not_deleted_by_the_cance
 class SlowPolls(FakeClient):
     """Every retrieve takes one second of the fake clock."""
 
-    async def retrieve(self, batch_id: str, workspace: str | None) -> Batch:
+    async def retrieve(
+        self, batch_id: str, workspace: str | None, *, within: float | None = None
+    ) -> Batch:
         self.clock.advance(1.0)
-        return await super().retrieve(batch_id, workspace)
+        return await super().retrieve(batch_id, workspace, within=within)
 
 
 async def test_the_cancel_wait_checks_its_deadline_before_every_poll(metrics: Metrics) -> None:

@@ -247,10 +247,18 @@ class BatchClient:
             used.add(page[-1].id)
             cursor = page[-1]
 
-    async def retrieve(self, batch_id: str, workspace: str | None) -> Batch:
-        """Return the batch as it is now."""
+    async def retrieve(
+        self, batch_id: str, workspace: str | None, *, within: float | None = None
+    ) -> Batch:
+        """Return the batch as it is now; with ``within``, sent no later than that many seconds
+        from now (``DeadlinePassed`` otherwise: see ``Sender.request``)."""
         response = await self._sender.request(
-            "retrieve", "GET", _batch_path(batch_id), workspace=workspace, batch_id=batch_id
+            "retrieve",
+            "GET",
+            _batch_path(batch_id),
+            workspace=workspace,
+            batch_id=batch_id,
+            within=within,
         )
         return batch_from(response, "retrieve", batch_id, workspace, self._redact)
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 import httpx
 
 from reaper.client.responses import Redact, error_for, outcome_of
-from reaper.errors import ANSWERED_REQUEST_ID, ConnectionFailed
+from reaper.errors import ANSWERED_REQUEST_ID, ConnectionFailed, DeadlinePassed
 from reaper.metrics import Metrics
 from reaper.ratelimit import Pacer
 from reaper.retry import CONNECTION, TIMEOUT, Outcome, retry_wait, server_wait
@@ -76,12 +76,16 @@ class Sender:
         batch_id: str | None = None,
         params: Mapping[str, str | int] | None = None,
         stream: bool = False,
+        within: float | None = None,
     ) -> httpx.Response:
         """Send with retries; return a 2xx response or raise ApiError.
 
         With ``stream=True`` the body is left unread and the returned response still holds its
-        concurrency slot: the caller must close it and call ``release_slot``.
+        concurrency slot: the caller must close it and call ``release_slot``. With ``within``
+        (seconds), no attempt starts later than that from now, counting the wait for a turn
+        of the pace and for a retry: ``DeadlinePassed`` (or the last error) instead.
         """
+        not_after = None if within is None else self._clock() + within
         headers: dict[str, str] | None = None
         if workspace is not None:
             headers = {"anthropic-workspace-id": workspace}
@@ -92,7 +96,14 @@ class Sender:
         while True:
             try:
                 response, outcome, error = await self._attempt(
-                    endpoint, method, url, params=params, headers=headers, stream=stream
+                    endpoint,
+                    method,
+                    url,
+                    params=params,
+                    headers=headers,
+                    stream=stream,
+                    not_after=not_after,
+                    batch_id=batch_id,
                 )
             except httpx.UnsupportedProtocol as exc:
                 # A base URL without http(s):// is configuration, not a transient failure.
@@ -118,7 +129,7 @@ class Sender:
             if outcome.status == 429:
                 # Everyone waits out a rate limit, even when this request gives up.
                 self.pacer.hold(server_wait(outcome.headers, now=now) or wait or 0.0)
-            if wait is None:
+            if wait is None or (not_after is not None and self._clock() + wait > not_after):
                 raise api_error
             retries += 1
             if self._metrics is not None:
@@ -147,12 +158,22 @@ class Sender:
         params: Mapping[str, str | int] | None,
         headers: Mapping[str, str] | None,
         stream: bool,
+        not_after: float | None = None,
+        batch_id: str | None = None,
     ) -> tuple[httpx.Response | None, Outcome, Exception | None]:
         """Make one attempt inside the concurrency bound and the pace; never raise for HTTP."""
         await self._semaphore.acquire()
         keep_slot = False
         try:
             await self.pacer.wait_turn()
+            if not_after is not None and self._clock() > not_after:
+                raise DeadlinePassed(
+                    endpoint,
+                    None,
+                    "deadline_passed",
+                    "not sent: the caller's deadline passed while it waited its turn",
+                    batch_id=batch_id,
+                )
             self.requests_made[endpoint] += 1
             sent_at = self._clock()
             try:
