@@ -101,8 +101,9 @@ async def plan_workspace(
     skew: timedelta | None = None
     request_id: str | None = None
     error: ApiError | ModelError | ListingRejected | None = None
+    listing = client.list_pages(workspace)
     try:
-        async for page in client.list_pages(workspace):
+        async for page in listing:
             request_id = page.request_id if isinstance(page, Page) else None
             if not pages:
                 date = page.date if isinstance(page, Page) else None
@@ -117,6 +118,11 @@ async def plan_workspace(
                 progress.listed(workspace, pages, listed)
     except (ApiError, ModelError, ListingRejected) as exc:
         error = exc
+    finally:
+        # Left mid-listing (a refused page): close the pages' generator here, not at loop close.
+        aclose = getattr(listing, "aclose", None)
+        if aclose is not None:
+            await aclose()
     plan = planner.finish(complete=error is None)
     seconds = round(time.monotonic() - started, 3)
     failure = None

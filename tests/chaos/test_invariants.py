@@ -16,6 +16,11 @@ independently of the policy's code:
   ``delete_canceled``); never an ``in_progress`` one otherwise;
 - at most ``max_actions_per_run`` batches acted on per cycle; none deleted past a tripped
   fraction guard; a dry run sends no cancel and no delete at all.
+
+Issue 12's faults are mixed in (an API clock days off, rows repeated, answers naming another
+batch, batches ending just as their cancel arrives): never any mutation in a workspace whose
+listing was refused or whose guard stopped (both fraction guards, computed here exactly); never a
+delete by the cancel path of a batch that ended on its own.
 """
 
 from __future__ import annotations
@@ -23,14 +28,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from fractions import Fraction
+from typing import Any, Final
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reaper.client import BatchClient
-from reaper.cycle import run_cycle
+from reaper.cycle import CycleReport, run_cycle
 from reaper.emulator.faults import Faults
 from reaper.emulator.harness import IN_PROCESS_BASE_URL, asgi_transport, new_state
 from reaper.emulator.records import ENDED, IN_PROGRESS, KNOWN_STATUSES, from_us
@@ -71,6 +77,7 @@ class Policy:
     protect: frozenset[str]
     cap: int
     fraction: float
+    cancel_fraction: float
     dry_run: bool
     delete_canceled: bool
 
@@ -128,6 +135,7 @@ def policies(draw: st.DrawFn, ids: list[str]) -> Policy:
     protect = frozenset(draw(st.lists(st.sampled_from(ids), max_size=3))) if ids else frozenset()
     cap = draw(st.sampled_from([0, 1, 3, 10_000, 10_000]))
     fraction = draw(st.sampled_from([0.0, 0.3, 1.0, 1.0]))
+    cancel_fraction = draw(st.sampled_from([0.0, 0.5, 1.0, 1.0]))
     dry_run = draw(st.booleans()) and draw(st.booleans())  # a quarter of the examples
     delete_canceled = draw(st.booleans())
     env = {
@@ -139,6 +147,7 @@ def policies(draw: st.DrawFn, ids: list[str]) -> Policy:
         "REAPER_PROTECT_IDS": ",".join(sorted(protect)),
         "REAPER_MAX_ACTIONS_PER_RUN": str(cap),
         "REAPER_MAX_DELETE_FRACTION": str(fraction),
+        "REAPER_MAX_CANCEL_FRACTION": str(cancel_fraction),
         "REAPER_DRY_RUN": str(dry_run).lower(),
         "REAPER_DELETE_CANCELED": str(delete_canceled).lower(),
         "REAPER_CANCEL_WAIT_TIMEOUT": draw(st.sampled_from(["0s", "1m", "10m"])),
@@ -156,6 +165,7 @@ def policies(draw: st.DrawFn, ids: list[str]) -> Policy:
         protect=protect,
         cap=cap,
         fraction=fraction,
+        cancel_fraction=cancel_fraction,
         dry_run=dry_run,
         delete_canceled=delete_canceled,
     )
@@ -166,10 +176,21 @@ def rates(*values: float, none: int = 2) -> st.SearchStrategy[float]:
     return st.sampled_from([0.0] * none + list(values))
 
 
+# The API's clock off by this much: within REAPER_MAX_CLOCK_SKEW's default 2m, or days beyond it.
+SKEWS: Final = (0.0, 0.0, 0.0, 30.0, -30.0, 8 * 86400.0, -8 * 86400.0)
+CLOCK_LIMIT: Final = 121.0  # 2m, plus the Date header's one-second resolution
+
+
 @st.composite
-def fault_sets(draw: st.DrawFn) -> Faults:
+def fault_sets(draw: st.DrawFn, ids: list[str]) -> Faults:
     """One cycle's faults: any mix of what the emulator can do wrong."""
+    raced = frozenset(draw(st.lists(st.sampled_from(ids), max_size=4))) if ids else frozenset()
     return Faults(
+        clock_skew_seconds=draw(st.sampled_from(SKEWS)),
+        list_repeat_row_rate=draw(rates(1.0, none=6)),
+        list_repeat_previous_rate=draw(rates(1.0, none=6)),
+        wrong_batch_rate=draw(rates(0.3, none=4)),
+        cancel_race_ids=raced,
         error_rate=draw(rates(0.2, 0.5)),
         throttle_rate=draw(rates(0.2)),
         should_retry=draw(st.sampled_from([None, None, False])),
@@ -246,10 +267,20 @@ def check_cycle(
     now: datetime,
     requests: list[tuple[str, str]],
     faults: Faults,
+    report: CycleReport,
 ) -> None:
     """Hold one cycle's cancel and delete requests against the truth at its listing."""
     if p.dry_run:
         assert requests == [], "a dry run sent a cancel or a delete"
+        return
+    if abs(faults.clock_skew_seconds) > CLOCK_LIMIT:
+        # Refused: as clock_skew, unless the first page could not even be read.
+        assert report.listing_failures, "a listing accepted from an API whose clock is days off"
+    if report.listing_failures:
+        assert requests == [], f"mutations after a refused listing: {report.listing_failures}"
+        return
+    if not (faults.unknown_status_rate or faults.missing_fields_rate) and tripped(p, before, now):
+        assert requests == [], "a cancel or delete in a workspace a guard stopped"
         return
     window = keep_last_window(before, p.keep_last)
     canceled: set[str] = set()
@@ -269,6 +300,7 @@ def check_cycle(
             continue
         if batch_id in canceled:  # canceled by this cycle, now ended: rule 3's delete
             assert p.delete_canceled, f"delete of canceled {batch_id} without delete_canceled"
+            assert batch_id not in faults.cancel_race_ids, f"{batch_id} ended on its own"
             continue
         assert t.status == ENDED, f"delete of {batch_id}, {t.status} and not canceled"
         assert batch_id not in window, f"delete of {batch_id}, among the keep-last"
@@ -295,6 +327,26 @@ def check_cycle(
             )
         # Planned deletes beyond the fraction trip the guard: then no delete at all.
         assert planned <= p.fraction * listed, f"{deleted_due} deletes past the fraction guard"
+
+
+def tripped(p: Policy, before: dict[str, Truth], now: datetime) -> bool:
+    """Whether a fraction guard stops the workspace, from the truth (SPEC section 2, exactly)."""
+    window = keep_last_window(before, p.keep_last)
+    eligible = {
+        i: t for i, t in before.items() if i not in p.protect and t.created <= now - p.min_age
+    }
+    stale = {
+        i
+        for i, t in eligible.items()
+        if t.status == IN_PROGRESS and p.stale is not None and t.created <= now - p.stale
+    }
+    deletes = sum(1 for i, t in eligible.items() if i not in window and due(t, now, p))
+    counted = deletes + (len(stale) if p.delete_canceled else 0)
+    in_progress = sum(1 for t in before.values() if t.status == IN_PROGRESS)
+    return bool(
+        (counted and Fraction(counted, len(before)) > Fraction(repr(p.fraction)))
+        or (stale and Fraction(len(stale), in_progress) > Fraction(repr(p.cancel_fraction)))
+    )
 
 
 async def run_example(
@@ -338,9 +390,11 @@ async def run_example(
         for faults, wait in schedule:
             state.faults = faults
             before, now, seen = truth(state), state.now(), len(state.stats.mutations)
-            await run_cycle(settings, client, metrics=Metrics(), now=state.now, sleep=cycle_sleep)
+            report = await run_cycle(
+                settings, client, metrics=Metrics(), now=state.now, sleep=cycle_sleep
+            )
             requests = [(m.endpoint, m.batch_id or "") for m in list(state.stats.mutations)[seen:]]
-            check_cycle(p, before, now, requests, faults)
+            check_cycle(p, before, now, requests, faults, report)
             state.advance(wait)
 
 
@@ -351,10 +405,13 @@ def examples(
     """A whole example: population, policy, fault schedule, cancel duration, emulator seed."""
     now = new_state().now()
     seeds = draw(populations(now))
-    policy = draw(policies([str(s["id"]) for s in seeds]))
+    ids = [str(s["id"]) for s in seeds]
+    policy = draw(policies(ids))
     schedule = draw(
         st.lists(
-            st.tuples(fault_sets(), st.sampled_from([0, 60, 3600, 86400])), min_size=1, max_size=3
+            st.tuples(fault_sets(ids), st.sampled_from([0, 60, 3600, 86400])),
+            min_size=1,
+            max_size=3,
         )
     )
     return (

@@ -301,3 +301,18 @@ async def test_8_a_batch_whose_cancel_outlived_the_wait_is_deleted_next_cycle() 
     assert line["rule"] == "canceled_stale"
     assert second.report.outcome is CycleOutcome.SUCCESS
     assert ids(state) == set()
+
+
+async def test_an_answer_without_date_leaves_the_clock_unchecked() -> None:
+    """No Date header at all: the clock cannot be checked; the cycle acts, and says so."""
+    state = new_state(api_key=KEY)
+    now = state.now()
+    state.seed_objects([seed("old", now, created_ago=20 * D, ended_ago=19 * D)])
+    state.faults = Faults(omit_date=True)
+    async with reaper_on(state) as (_, cycle):
+        run = await cycle()
+
+    assert run.report.outcome is CycleOutcome.SUCCESS
+    (listed,) = run.logged("workspace.listed")
+    assert listed["clock_skew"] is None
+    assert ids(state) == set()
