@@ -144,10 +144,10 @@ class Planner:
     """Decide batch by batch as pages arrive; independent of the listing's order and paging.
 
     Memory is O(cap + keep_last + SAMPLE_SIZE), whatever the number listed: actions go to a
-    buffer that is cut back to the cap's most urgent whenever it holds twice that (the cut ones are
-    counted as deferred and the most urgent of them sampled); keep-last ranks through a bounded
-    min-heap of the ``keep_last`` most recently created ended batches, and a batch pushed out of
-    it is decided under rules 5b-8 at once. ``on_decision`` sees every decision as it is made.
+    buffer that is cut back to the cap's most urgent whenever it holds a quarter more (the cut
+    ones are counted as deferred and the most urgent of them sampled); keep-last ranks through a
+    bounded min-heap of the ``keep_last`` most recently created ended batches, and a batch pushed
+    out of it is decided under rules 5b-8 at once. ``on_decision`` sees each decision as made.
     """
 
     def __init__(
@@ -177,7 +177,8 @@ class Planner:
         self._status_counts: dict[str, int] = {}
         self._oldest: dict[str, datetime] = {}
         self._cap = max(0, policy.max_actions_per_run)
-        self._limit = 2 * self._cap + 16  # the buffer is cut back to the cap at this size
+        # The buffer is cut back to the cap when it holds a quarter more: peak memory 1.25 x cap.
+        self._limit = self._cap + max(self._cap // 4, 16)
         self._actions: list[_Entry] = []
         self._deferred: dict[tuple[Action, Rule], int] = {}
         self._sample: list[_Entry] = []
