@@ -227,3 +227,24 @@ def test_once_stops_on_sigterm_as_run_does(tmp_path: Path) -> None:
     assert deleted <= logged | {e["id"] for e in events if e.get("outcome") == "interrupted"}
     assert any(e["event"] == "once.signal" and e["signal"] == "SIGTERM" for e in events)
     assert not leaks(summary + out.read_text())
+
+
+def test_once_cut_short_past_the_grace_exits_1_and_says_so(tmp_path: Path) -> None:
+    """A list request slower than REAPER_SHUTDOWN_GRACE=1s when SIGTERM arrives: the cycle is
+    cut short at the grace, nothing is sent after it, exit 1, one line saying so."""
+    state, _ids = seeded()
+    state.faults = Faults(latency_ms=4000)
+    with running_emulator(state) as (base_url, served):
+        env = command_env(base_url, REAPER_SHUTDOWN_GRACE="1s")
+        out, err = tmp_path / "out", tmp_path / "err"
+        with spawned([sys.executable, "-m", "reaper", "once"], env, out, err) as process:
+            wait_for(lambda: "cycle.started" in out.read_text(), 30, "the cycle to start")
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=30)
+        mutations = list(served.stats.mutations)
+    assert code == 1
+    assert "cut short after REAPER_SHUTDOWN_GRACE" in err.read_text()
+    assert mutations == []
+    events = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events if e["event"].startswith("once.")] == ["once.signal"]
+    assert any(e["event"] == "cycle.cancelled" for e in events)
