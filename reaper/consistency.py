@@ -76,7 +76,6 @@ class ListingChecker:
             self.rows += 1
 
     def _check_row(self, batch: Batch) -> None:
-        where = f"page {self.pages}, row {self.rows + 1}"
         created = batch.created_at
         if (
             batch.id in self._current_page
@@ -84,26 +83,31 @@ class ListingChecker:
             or (created == self._lowest and batch.id in self._ids_at_lowest)
         ):
             raise ListingRejected(
-                DUPLICATE_ID, f"batch {batch.id} is listed twice ({where}): inconsistent listing"
+                DUPLICATE_ID,
+                f"batch {batch.id} is listed twice ({self._at()}): inconsistent listing",
             )
         if self._latest_allowed is not None and created > self._latest_allowed:
             raise ListingRejected(
                 FUTURE_CREATED_AT,
                 f"batch {batch.id} was created {format_time(created)}, "
-                f"{format_duration(created - self._now)} after this host's clock ({where}), "
+                f"{format_duration(created - self._now)} after this host's clock ({self._at()}), "
                 f"beyond {_skew_text(self._skew)}",
             )
         if self._lowest is not None and created > self._lowest:
             raise ListingRejected(
                 OUT_OF_ORDER,
                 f"batch {batch.id} created {format_time(created)} is listed after one created "
-                f"{format_time(self._lowest)} ({where}): the listing is not newest first",
+                f"{format_time(self._lowest)} ({self._at()}): the listing is not newest first",
             )
         if created != self._lowest:
             self._lowest = created
             self._ids_at_lowest = set()
         self._ids_at_lowest.add(batch.id)
         self._current_page.add(batch.id)
+
+    def _at(self) -> str:
+        # Built only for a rejection: _check_row runs once per listed batch.
+        return f"page {self.pages}, row {self.rows + 1}"
 
 
 def parse_http_date(value: str) -> datetime | None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from reaper.logs import (
@@ -251,3 +253,49 @@ def test_redacted_output_masks_every_printed_line_and_restores_the_streams(
     assert key[8:16] not in out + err
     assert out == f"summary: request {REDACTED}\ntable row {REDACTED}\n"
     assert REDACTED in err
+
+
+def _mask_by_full_scan(secret: str, text: str) -> str:
+    """The reference: test every 8-character window of ``text``, merge overlapping ones."""
+    fragments = {secret[i : i + MIN_SECRET_FRAGMENT] for i in range(len(secret) - 7)}
+    covered = [False] * len(text)
+    for i in range(len(text) - MIN_SECRET_FRAGMENT + 1):
+        if text[i : i + MIN_SECRET_FRAGMENT] in fragments:
+            covered[i : i + MIN_SECRET_FRAGMENT] = [True] * MIN_SECRET_FRAGMENT
+    out, i = [], 0
+    while i < len(text):
+        if covered[i]:
+            while i < len(text) and covered[i]:
+                i += 1
+            out.append(REDACTED)
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    secret=st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_0123456789", min_size=8, max_size=40),
+    pieces=st.lists(
+        st.one_of(
+            st.text(alphabet='"{} :,.ABCDEFGH', max_size=12),  # none of the secret's
+            st.tuples(st.integers(0, 40), st.integers(1, 40)),
+        ),
+        max_size=8,
+    ),
+)
+def test_redactor_masks_exactly_what_a_full_scan_would(secret: str, pieces: list[Any]) -> None:
+    """The pre-check that skips most lines never lets a fragment through, wherever it sits."""
+    text = "".join(p if isinstance(p, str) else secret[p[0] : p[0] + p[1]] for p in pieces)
+    assert Redactor([secret])._mask_fragments(text) == _mask_by_full_scan(secret, text)
+
+
+@pytest.mark.parametrize("offset", range(12))
+@pytest.mark.parametrize("length", range(MIN_SECRET_FRAGMENT, MIN_SECRET_FRAGMENT + 5))
+def test_a_fragment_is_masked_at_every_offset(offset: int, length: int) -> None:
+    """Wherever a run of the key starts in a line, and however long, it is masked."""
+    secret = "sk-ant-api03-Zq9Wm4Xr7Ty2Lp5Nv8Bc"
+    for start in (0, 5, len(secret) - length):
+        text = "." * offset + secret[start : start + length] + ":" * 7
+        assert Redactor([secret])(text) == "." * offset + REDACTED + ":" * 7
