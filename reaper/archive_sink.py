@@ -37,6 +37,15 @@ _FILE_MODE: Final = 0o640  # results are customer data: owner and group (a backu
 _DIR_MODE: Final = 0o750
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the directory's entries (a rename, a new file) durable (also the ledger's, a plan's)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class FileLayer:
     """The file operations the archiver performs; tests subclass it to inject write errors."""
 
@@ -68,11 +77,7 @@ class FileLayer:
 
     def fsync_dir(self, path: Path) -> None:
         """Make the directory's entries (a rename, a new file) durable."""
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(path)
 
     def unlink(self, path: Path) -> None:
         """Remove ``path`` if it exists."""

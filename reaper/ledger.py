@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from reaper.apikey import show
+from reaper.archive_sink import fsync_dir
 from reaper.models import Batch, format_time
 
 INTENT: Final = "intent"
@@ -190,11 +191,7 @@ def _append_line(path: Path, data: bytes) -> None:
         os.close(fd)
     if size == 0:
         # A new day's file: its name must survive a crash too.
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
 
 
 def _action(action: str) -> str:

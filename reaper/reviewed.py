@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import IO, Any, Final
 
 from reaper.apikey import show
+from reaper.archive_sink import fsync_dir
 from reaper.durations import format_duration
 from reaper.models import Batch, ModelError, format_time, parse_time
 from reaper.settings import Settings, describe_settings
@@ -194,7 +195,7 @@ class PlanWriter:
             self._file.close()
             os.replace(self._temp, self.path)
             self._temp = None
-            _fsync_directory(self.path.parent)
+            fsync_dir(self.path.parent)
         except OSError as exc:
             self._discard()
             raise PlanError(
@@ -208,14 +209,6 @@ class PlanWriter:
             with contextlib.suppress(OSError):
                 os.unlink(self._temp)
             self._temp = None
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _dumps(value: object) -> str:
