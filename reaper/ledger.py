@@ -35,6 +35,7 @@ from typing import Any, Final, Protocol
 
 from reaper.apikey import show
 from reaper.archive_sink import fsync_dir
+from reaper.metrics import workspace_label
 from reaper.models import Batch, format_time
 
 INTENT: Final = "intent"
@@ -43,7 +44,6 @@ FAILED: Final = "failed"
 GONE: Final = "gone"
 OUTCOMES: Final = frozenset({DONE, FAILED, GONE})
 ACTIONS: Final = frozenset({"cancel", "delete"})
-DEFAULT_WORKSPACE: Final = "default"
 
 
 class LedgerError(Exception):
@@ -120,7 +120,7 @@ class FileLedger:
                 "phase": INTENT,
                 "ts": format_time(now),
                 "cycle_id": cycle_id,
-                "workspace": batch.workspace or DEFAULT_WORKSPACE,
+                "workspace": workspace_label(batch.workspace),
                 "id": batch.id,
                 "action": _action(action),
                 "rule": str(rule),
@@ -149,7 +149,7 @@ class FileLedger:
             "phase": phase,
             "ts": format_time(now),
             "cycle_id": cycle_id,
-            "workspace": workspace or DEFAULT_WORKSPACE,
+            "workspace": workspace_label(workspace),
             "id": batch_id,
             "action": _action(action),
             "status": status,

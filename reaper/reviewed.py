@@ -38,11 +38,12 @@ from typing import IO, Any, Final
 from reaper.apikey import show
 from reaper.archive_sink import fsync_dir
 from reaper.durations import format_duration
+from reaper.metrics import workspace_label
 from reaper.models import Batch, ModelError, format_time, parse_time
 from reaper.settings import Settings, describe_settings
 
 VERSION: Final = 1
-DEFAULT_WORKSPACE: Final = "default"
+DEFAULT_WORKSPACE: Final = workspace_label(None)
 # SPEC section 2's policy table, in its order.
 POLICY_VARIABLES: Final = (
     "REAPER_DRY_RUN",
@@ -104,10 +105,6 @@ def policy_of(settings: Settings) -> dict[str, str]:
     return {name: described[name] for name in POLICY_VARIABLES}
 
 
-def _label(workspace: str | None) -> str:
-    return workspace or DEFAULT_WORKSPACE
-
-
 def _workspace(label: str) -> str | None:
     return None if label == DEFAULT_WORKSPACE else label
 
@@ -130,7 +127,7 @@ class PlanWriter:
             "version": VERSION,
             "created_at": format_time(created_at),
             "base_url": settings.base_url,
-            "workspaces": [_label(w) for w in settings.workspaces],
+            "workspaces": [workspace_label(w) for w in settings.workspaces],
             "policy": policy_of(settings),
         }
         self._header = _dumps(header)[:-1] + "," + _ACTIONS_OPEN
@@ -159,7 +156,7 @@ class PlanWriter:
             raise ValueError(f"a plan holds cancels and deletes, not {action!r}")
         record = {
             "id": batch.id,
-            "workspace": _label(batch.workspace),
+            "workspace": workspace_label(batch.workspace),
             "action": str(action),
             "rule": str(rule),
             "batch": batch.to_api(),
