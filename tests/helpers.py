@@ -4,18 +4,30 @@
 a datetime; ``wall_clock()``, epoch seconds), the monotonic clock its pacer, health and progress
 measure with (``monotonic()``, also the clock's ``__call__``), and the ``sleep`` they wait with.
 ``make_batch`` builds a ``Batch`` aged relative to a ``now``; ``.to_api()`` gives its API object;
-``api_batch`` the smaller object the emulator is seeded with.
+``api_batch`` the smaller object the emulator is seeded with. ``mixed_emulator`` serves four
+batches on the wall clock and ``run_reaper`` runs ``python -m reaper`` against it.
 ``tests/conftest.py`` serves a fresh ``Clock`` as the ``clock`` fixture.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from reaper.emulator.clock import system_clock
+from reaper.emulator.harness import new_state, running_emulator
+from reaper.emulator.state import EmulatorState
 from reaper.models import ENDED, Batch, RequestCounts, format_time
+
+ROOT = Path(__file__).resolve().parent.parent
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -164,3 +176,59 @@ def api_batch(
     if workspace is not None:
         obj["workspace_id"] = workspace
     return obj
+
+
+@contextmanager
+def mixed_emulator(api_key: str, *, fresh_age: timedelta) -> Iterator[tuple[str, EmulatorState]]:
+    """A loopback emulator on the wall clock with four batches, for ``reaper`` run as a subprocess.
+
+    The subprocess judges ages by the wall clock, so the emulator runs on it too; a canceled batch
+    ends at once (the cancel wait costs one poll, a real second). ``old_ended`` is due for delete,
+    ``recent_ended`` is kept, ``stale_running`` (13 h) is due for cancel and ``fresh_running``
+    (``fresh_age``) is not.
+    """
+    state = new_state(api_key=api_key, cancel_seconds=0, clock=system_clock)
+    with running_emulator(state) as (base_url, state):
+        now = state.now()
+        state.seed_objects(
+            [
+                {
+                    "id": "old_ended",
+                    "created_at": format_time(now - 20 * DAY),
+                    "ended_at": format_time(now - 19 * DAY),
+                    "request_counts": {"succeeded": 3},
+                },
+                {
+                    "id": "recent_ended",
+                    "created_at": format_time(now - 2 * DAY),
+                    "ended_at": format_time(now - DAY),
+                    "request_counts": {"succeeded": 3},
+                },
+                {"id": "stale_running", "created_at": format_time(now - 13 * HOUR)},
+                {"id": "fresh_running", "created_at": format_time(now - fresh_age)},
+            ]
+        )
+        yield base_url, state
+
+
+def run_reaper(
+    base_url: str, api_key: str, *args: str, timeout: float, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m reaper ARGS`` with a clean environment plus these variables."""
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),
+        "ANTHROPIC_API_KEY": api_key,
+        "ANTHROPIC_BASE_URL": base_url,
+        "REAPER_MAX_RPM": "100000",
+        "REAPER_MAX_RETRIES": "1",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "reaper", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

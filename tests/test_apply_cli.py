@@ -7,20 +7,16 @@ the guards stopping an apply as they stop a cycle (exit 3, nothing sent).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from reaper.emulator.clock import system_clock
-from reaper.emulator.harness import new_state, running_emulator
 from reaper.emulator.state import EmulatorState
-from reaper.models import format_time
+from tests.helpers import mixed_emulator, run_reaper
 
 KEY = "sk-ant-apply-test-key-0123456789"
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,51 +28,12 @@ JQ_REVIEW = ".actions[] | [.action, .rule, .id] | @tsv"
 
 @pytest.fixture
 def emulator() -> Iterator[tuple[str, EmulatorState]]:
-    # The subprocesses judge ages by the wall clock, so the emulator runs on it too; a canceled
-    # batch ends at once.
-    state = new_state(api_key=KEY, cancel_seconds=0, clock=system_clock)
-    with running_emulator(state) as (base_url, state):
-        now = state.now()
-        state.seed_objects(
-            [
-                {
-                    "id": "old_ended",
-                    "created_at": format_time(now - 20 * D),
-                    "ended_at": format_time(now - 19 * D),
-                    "request_counts": {"succeeded": 3},
-                },
-                {
-                    "id": "recent_ended",
-                    "created_at": format_time(now - 2 * D),
-                    "ended_at": format_time(now - D),
-                    "request_counts": {"succeeded": 3},
-                },
-                {"id": "stale_running", "created_at": format_time(now - 13 * H)},
-                {"id": "fresh_running", "created_at": format_time(now - H / 2)},
-            ]
-        )
-        yield base_url, state
+    with mixed_emulator(KEY, fresh_age=H / 2) as served:
+        yield served
 
 
 def reaper(base_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m reaper ARGS`` with a clean environment plus these variables."""
-    environ = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(ROOT),
-        "ANTHROPIC_API_KEY": KEY,
-        "ANTHROPIC_BASE_URL": base_url,
-        "REAPER_MAX_RPM": "100000",
-        "REAPER_MAX_RETRIES": "1",
-        **env,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "reaper", *args],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_reaper(base_url, KEY, *args, timeout=120, **env)
 
 
 def mutations(state: EmulatorState) -> set[tuple[str, str | None]]:

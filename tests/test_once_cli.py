@@ -3,74 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from reaper.emulator.clock import system_clock
 from reaper.emulator.faults import Faults
-from reaper.emulator.harness import new_state, running_emulator
 from reaper.emulator.state import EmulatorState
-from reaper.models import format_time
+from tests.helpers import mixed_emulator, run_reaper
 
 KEY = "sk-ant-once-test-key-0123456789"
-ROOT = Path(__file__).resolve().parent.parent
 D = timedelta(days=1)
 
 
 @pytest.fixture
 def emulator() -> Iterator[tuple[str, EmulatorState]]:
-    # The subprocess judges ages by the wall clock, so the emulator runs on it too. A canceled
-    # batch ends at once: the cancel wait costs one poll, a real second.
-    state = new_state(api_key=KEY, cancel_seconds=0, clock=system_clock)
-    with running_emulator(state) as (base_url, state):
-        now = state.now()
-        state.seed_objects(
-            [
-                {
-                    "id": "old_ended",
-                    "created_at": format_time(now - 20 * D),
-                    "ended_at": format_time(now - 19 * D),
-                    "request_counts": {"succeeded": 3},
-                },
-                {
-                    "id": "recent_ended",
-                    "created_at": format_time(now - 2 * D),
-                    "ended_at": format_time(now - D),
-                    "request_counts": {"succeeded": 3},
-                },
-                {"id": "stale_running", "created_at": format_time(now - D / 2 - D / 24)},
-                {"id": "fresh_running", "created_at": format_time(now - D / 24)},
-            ]
-        )
-        yield base_url, state
+    with mixed_emulator(KEY, fresh_age=D / 24) as served:
+        yield served
 
 
 def reaper_once(base_url: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m reaper once`` with a clean environment plus these variables."""
-    environ = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(ROOT),
-        "ANTHROPIC_API_KEY": KEY,
-        "ANTHROPIC_BASE_URL": base_url,
-        "REAPER_MAX_RPM": "100000",
-        "REAPER_MAX_RETRIES": "1",
-        **env,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "reaper", "once"],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_reaper(base_url, KEY, "once", timeout=60, **env)
 
 
 def log_events(stdout: str) -> list[dict[str, object]]:
