@@ -9,18 +9,19 @@ sends nothing unrecorded.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from reaper.archive import Archiver, results_expire_at
 from reaper.archive_ahead import ArchiveAhead
+from reaper.archive_sink import FileLayer
 from reaper.client import BatchClient
 from reaper.commands.once import run_once
 from reaper.cycle import build_archive_ahead, run_cycle
@@ -91,10 +92,13 @@ async def cycle(
     metrics: Metrics,
     config: Settings,
     ahead: ArchiveAhead | None = None,
+    *,
+    fs: FileLayer | None = None,
 ) -> Any:
     saver = None
     if config.archive_dir is not None:
-        saver = ahead.archiver if ahead is not None else archiver(config, state, metrics)
+        layer = {} if fs is None else {"fs": fs}
+        saver = ahead.archiver if ahead is not None else archiver(config, state, metrics, **layer)
 
     async def sleep(seconds: float) -> None:  # the cancel wait moves the emulator's clock
         state.advance(seconds)
@@ -444,16 +448,24 @@ async def test_a_full_archive_disk_deletes_nothing_and_stops_archiving(
     assert sample(metrics, "reaper_archive_backlog") == 5
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only directories")
+class ReadOnlyVolume(FileLayer):
+    """A volume mounted read-only: EROFS for anything new, root or not (chmod binds no root)."""
+
+    def makedirs(self, path: Path) -> None:
+        if not path.is_dir():
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    def create(self, path: Path) -> IO[bytes]:
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+
 async def test_a_read_only_archive_dir_deletes_nothing(
     tmp_path: Path, emulator: tuple[str, EmulatorState], client: BatchClient, metrics: Metrics
 ) -> None:
     _, state = emulator
     seed(state, "msgbatch_due", days_ago=10)
-    os.chmod(tmp_path, 0o500)
-    try:
-        report = await cycle(state, client, metrics, settings(REAPER_ARCHIVE_DIR=str(tmp_path)))
-    finally:
-        os.chmod(tmp_path, 0o700)
+    config = settings(REAPER_ARCHIVE_DIR=str(tmp_path))
+    report = await cycle(state, client, metrics, config, fs=ReadOnlyVolume())
     assert report.outcome.value == "partial"
     assert [r.id for r in state.iter_records()] == ["msgbatch_due"]
+    assert files_under(tmp_path) == []
