@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from tests.helpers import DAY, HOUR, Clock
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 12, 1, 23, 59, 58, tzinfo=UTC)
+NOBODY = 65534
 
 
 def make_batch(batch_id: str, workspace: str | None = None, *, created: datetime = T0) -> Batch:
@@ -186,17 +188,40 @@ def test_an_unwritable_file_raises(tmp_path: Path) -> None:
         )
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only directories")
-def test_a_read_only_directory_raises(tmp_path: Path) -> None:
-    """A read-only volume: LedgerError, nothing written."""
-    tmp_path.chmod(0o500)
-    try:
-        with pytest.raises(LedgerError, match="Permission denied"):
-            FileLedger(tmp_path, clock=Clock(T0).now).intent(
-                cycle_id="c", batch=make_batch("a"), action="delete", rule="ended"
-            )
-    finally:
-        tmp_path.chmod(0o700)
+def test_a_read_only_directory_raises() -> None:
+    """A read-only volume: LedgerError, nothing written.
+
+    Root writes to a read-only directory, so under root (CI) a forked child drops to ``nobody``
+    to write (a subprocess cannot: the interpreter may live under root's home).
+    """
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        directory.chmod(0o555)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: drop root, try the write, report what happened
+            os.close(read_end)
+            try:
+                if os.geteuid() == 0:
+                    os.setgid(NOBODY)
+                    os.setuid(NOBODY)
+                FileLedger(directory, clock=Clock(T0).now).intent(
+                    cycle_id="c", batch=make_batch("a"), action="delete", rule="ended"
+                )
+                message = "written"
+            except LedgerError as exc:
+                message = str(exc)
+            except BaseException as exc:
+                message = repr(exc)
+            os.write(write_end, message.encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            message = pipe.read().decode()
+        os.waitpid(pid, 0)
+        directory.chmod(0o700)
+        assert "cannot write ledger-2026-12-01.jsonl: Permission denied" in message
+        assert list(directory.iterdir()) == []
 
 
 _FULL_DISK = """
