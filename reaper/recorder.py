@@ -222,12 +222,10 @@ class Recorder:
 
     def record_dry_run(self, plan: Plan, *, then_delete: bool) -> None:
         """Report what a live cycle would do with the plan: one line and one count an action."""
-        for d in plan.cancels:
-            self._log(d, ActionOutcome.DRY_RUN, then_delete=then_delete)
-            self.count(d, ActionOutcome.DRY_RUN)
-            self.acted()
-        for d in plan.deletes:
-            self._log(d, ActionOutcome.DRY_RUN)
+        for d in (*plan.cancels, *plan.deletes):
+            # then_delete on a cancel's line only (a False field is left out of the line).
+            cancel = d.action is Action.CANCEL
+            self._log(d, ActionOutcome.DRY_RUN, then_delete=then_delete and cancel)
             self.count(d, ActionOutcome.DRY_RUN)
             self.acted()
 
