@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from reaper.commands.plan import run_plan
 from reaper.cycle import CycleReport, PlanSelector, run_cycle
 from reaper.emulator.state import EmulatorState
 from reaper.exits import EX_CONFIG
+from reaper.listing import BatchLister
 from reaper.logs import reset_logging
 from reaper.metrics import Metrics
 from reaper.models import format_time
@@ -75,18 +76,34 @@ async def reaper_on(
         yield client
 
 
+async def plan_to(
+    settings: Settings,
+    client: BatchLister,
+    now: datetime,
+    out: io.StringIO,
+    err: io.StringIO,
+    *,
+    json_output: bool,
+    out_file: Path | None = None,
+) -> int:
+    """``reaper plan`` (``--json`` or a table; ``--out out_file`` if given) into out and err."""
+    return await run_plan(
+        settings,
+        now=now,
+        json_output=json_output,
+        show_all=False,
+        out=out,
+        err=err,
+        client=client,
+        out_file=out_file,
+    )
+
+
 async def make_plan(settings: Settings, state: EmulatorState, warp: Clock, path: Path) -> str:
     out, err = io.StringIO(), io.StringIO()
     async with reaper_on(settings, state, warp) as client:
-        code = await run_plan(
-            settings,
-            now=state.now(),
-            json_output=False,
-            show_all=False,
-            out=out,
-            err=err,
-            client=client,
-            out_file=path,
+        code = await plan_to(
+            settings, client, state.now(), out, err, json_output=False, out_file=path
         )
     assert code == 0, err.getvalue()
     return out.getvalue()
@@ -301,15 +318,7 @@ async def test_plan_counts_held_batches_and_explain_shows_the_hold(tmp_path: Pat
         settings = settings_for(base_url, holds_file=str(holds))
         out, err = io.StringIO(), io.StringIO()
         async with reaper_on(settings, state, warp) as client:
-            code = await run_plan(
-                settings,
-                now=state.now(),
-                json_output=True,
-                show_all=False,
-                out=out,
-                err=err,
-                client=client,
-            )
+            code = await plan_to(settings, client, state.now(), out, err, json_output=True)
             explained = io.StringIO()
             explain_code = await run_explain(
                 settings,
@@ -341,14 +350,13 @@ async def test_plan_with_a_broken_holds_file_says_which_line_and_fails(tmp_path:
         settings = settings_for(base_url, holds_file=str(holds))
         out, err = io.StringIO(), io.StringIO()
         async with reaper_on(settings, state, warp) as client:
-            code = await run_plan(
+            code = await plan_to(
                 settings,
-                now=state.now(),
+                client,
+                state.now(),
+                out,
+                err,
                 json_output=True,
-                show_all=False,
-                out=out,
-                err=err,
-                client=client,
                 out_file=tmp_path / "plan.json",
             )
     assert code == 1
@@ -363,14 +371,13 @@ async def test_plan_out_writes_nothing_when_a_listing_fails(tmp_path: Path) -> N
     client = FakeClient(old, clock=clock, page_size=1)
     client.list_fault_page[None] = 3
     out, err = io.StringIO(), io.StringIO()
-    code = await run_plan(
+    code = await plan_to(
         load_settings({}, require_key=False),
-        now=clock.now(),
+        client,
+        clock.now(),
+        out,
+        err,
         json_output=False,
-        show_all=False,
-        out=out,
-        err=err,
-        client=client,
         out_file=tmp_path / "plan.json",
     )
     assert code == 1
