@@ -5,10 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements/runtime.txt
 # pip-compile with only the public index: no machine's local pip configuration leaks into the lock.
+# `make lock LOCK_UPGRADE=` adds a new dependency and keeps every other pin where it is.
+LOCK_UPGRADE ?= --upgrade
 PIP_COMPILE := env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL \
 	PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock" \
 	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --no-emit-index-url \
-	--no-emit-find-links --upgrade
+	--no-emit-find-links $(LOCK_UPGRADE)
 
 .PHONY: venv test test-fast lint typecheck format pytest deploy-check image-test lock demo bench clean
 

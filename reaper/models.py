@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 IN_PROGRESS: Final = "in_progress"
 CANCELING: Final = "canceling"
 ENDED: Final = "ended"
 KNOWN_STATUSES: Final = frozenset({IN_PROGRESS, CANCELING, ENDED})
+_FINER_THAN_MICROSECONDS: Final = re.compile(r"[.,](\d{7,})")
 
 
 class ModelError(ValueError):
@@ -22,8 +24,23 @@ class ModelError(ValueError):
 
 
 def parse_time(value: str) -> datetime:
-    """Parse an RFC 3339 timestamp (``...Z`` or with an offset) into an aware UTC datetime."""
-    parsed = datetime.fromisoformat(value)
+    """Parse an RFC 3339 timestamp (``...Z`` or with an offset) into an aware UTC datetime.
+
+    As RFC 3339 allows, ``t`` and ``z`` may be lower case; a fraction finer than microseconds is
+    rounded to the nearest microsecond (half up), as the listing's fast path reads it
+    (``reaper.client.listed``), so both read the same instant from the same text.
+    """
+    finer = _FINER_THAN_MICROSECONDS.search(value)
+    if finer is not None:
+        digits = finer.group(1)
+        value = value[: finer.start(1) + 6] + value[finer.end(1) :]
+        return parse_time(value) + timedelta(microseconds=1 if digits[6] >= "5" else 0)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        if not any(c in value for c in "tz"):
+            raise
+        parsed = datetime.fromisoformat(value.upper())
     zone = parsed.tzinfo
     if zone is UTC:  # the API's own ``...Z`` form (and ``+00:00``): already UTC, no conversion
         return parsed

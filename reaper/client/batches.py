@@ -27,11 +27,11 @@ import httpx
 import structlog
 
 from reaper import __version__
+from reaper.client.listed import read_listing
 from reaper.client.responses import (
     ResultsStream,
     batch_from,
     check_answer_id,
-    json_object,
     json_or_none,
     malformed,
     request_id_of,
@@ -40,7 +40,7 @@ from reaper.client.sender import Sender, Sleep
 from reaper.errors import NotFoundError
 from reaper.logs import Redactor
 from reaper.metrics import Metrics
-from reaper.models import Batch, ModelError, Page
+from reaper.models import Batch, Page
 from reaper.ratelimit import Pacer
 
 API_VERSION: Final = "2023-06-01"
@@ -201,22 +201,12 @@ class BatchClient:
             response = await self._sender.request(
                 "list", "GET", BATCHES_PATH, workspace=workspace, params=params
             )
-            body = json_object(response, "list", after, self._redact)
-            data, has_more, last_id = body.get("data"), body.get("has_more"), body.get("last_id")
-            if not isinstance(data, list) or not isinstance(has_more, bool):
-                raise malformed(
-                    response, "list", after, "no data list or has_more flag", self._redact
-                )
-            try:
-                page = Page(
-                    (Batch.from_api(item, workspace) for item in data),
-                    date=response.headers.get("date"),
-                    request_id=request_id_of(response, self._redact),
-                )
-            except (ModelError, TypeError, AttributeError) as exc:
-                raise malformed(
-                    response, "list", after, f"bad batch object: {exc}", self._redact
-                ) from exc
+            batches, has_more, last_id = read_listing(response, after, workspace, self._redact)
+            page = Page(
+                batches,
+                date=response.headers.get("date"),
+                request_id=request_id_of(response, self._redact),
+            )
             if last_id != (page[-1].id if page else None):
                 raise malformed(
                     response, "list", after, "last_id is not the last batch", self._redact
