@@ -8,6 +8,7 @@ it runs, so ``reaper emulator`` never pays for the daemon's imports and the reve
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -71,6 +72,10 @@ def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
     handler: Callable[[argparse.Namespace], int] = getattr(
         importlib.import_module(module_name), function_name
     )
+    # What start-up built (modules, classes, settings) lives as long as the process: out of the
+    # cyclic collector's way, every collection has that much less to walk. A first cycle over a
+    # million batches spends about a second less CPU in the collector (bench/README.md).
+    gc.freeze()
     return handler
 
 

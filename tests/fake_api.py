@@ -9,11 +9,12 @@ of an unfinished one are refused (400); an unknown id is 404. Faults are queued 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
+
+import msgspec
 
 from reaper.errors import ApiError, InvalidRequestError, NotFoundError
 from reaper.models import CANCELING, ENDED, IN_PROGRESS, Batch, RequestCounts
@@ -73,7 +74,7 @@ class FakeClient:
         """End a batch now, as if its last request had just finished."""
         b = self.store[workspace][batch_id]
         counts = RequestCounts(succeeded=b.request_counts.total)
-        self.store[workspace][batch_id] = dataclasses.replace(
+        self.store[workspace][batch_id] = msgspec.structs.replace(
             b, processing_status=ENDED, ended_at=self.clock.now(), request_counts=counts
         )
 
@@ -100,7 +101,7 @@ class FakeClient:
         if b.processing_status == ENDED:
             raise api_error("cancel", 400, "invalid_request_error", batch_id)
         if b.processing_status == IN_PROGRESS:
-            b = dataclasses.replace(
+            b = msgspec.structs.replace(
                 b, processing_status=CANCELING, cancel_initiated_at=self.clock.now()
             )
             self.store[workspace][batch_id] = b
@@ -148,7 +149,7 @@ class FakeClient:
         if self.clock.now() - b.cancel_initiated_at < timedelta(seconds=self.cancel_seconds):
             return b
         counts = RequestCounts(canceled=b.request_counts.total)
-        ended = dataclasses.replace(
+        ended = msgspec.structs.replace(
             b, processing_status=ENDED, ended_at=self.clock.now(), request_counts=counts
         )
         self.store[b.workspace][b.id] = ended

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import gzip
 import hashlib
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, cast
 
 import anyio
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -228,7 +228,7 @@ async def test_archive_day_directory_uses_created_at_in_utc(
     """The date directory is created_at's UTC day, whatever the zone the datetime carries."""
     local = CREATED.astimezone(timezone(timedelta(hours=5)))
     assert local.date().isoformat() == "2026-02-21"
-    shifted = dataclasses.replace(make_batch(), created_at=local)
+    shifted = msgspec.structs.replace(make_batch(), created_at=local)
     path = make_archiver(tmp_path, metrics).path_for(shifted)
     assert path == tmp_path / "default" / "2026-02-20" / "msgbatch_01abc.jsonl.gz"
 
@@ -974,7 +974,7 @@ async def test_an_archive_on_disk_outlives_the_results_window(
     client.serve(batch)
     archiver = make_archiver(tmp_path, metrics)
     assert (await archiver.archive(batch, client)).outcome is Outcome.ARCHIVED
-    expired = dataclasses.replace(batch, archived_at=NOW - timedelta(days=1))
+    expired = msgspec.structs.replace(batch, archived_at=NOW - timedelta(days=1))
 
     outcome = await archiver.archive(expired, client)
 

@@ -5,10 +5,10 @@ The same failures against the emulator, over HTTP, are in tests/chaos/test_trust
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import msgspec
 import pytest
 from structlog.testing import capture_logs
 
@@ -64,7 +64,7 @@ class EndsOnItsOwn(FakeClient):
     async def cancel(self, batch_id: str, workspace: str | None) -> Batch:
         await self._call("cancel", workspace, batch_id)
         b = self.store[workspace][batch_id]
-        ended = dataclasses.replace(
+        ended = msgspec.structs.replace(
             b,
             processing_status=ENDED,
             ended_at=self.clock.now(),
@@ -97,12 +97,14 @@ async def test_a_batch_someone_else_canceled_earlier_is_not_deleted_by_the_cance
 ) -> None:
     """Canceling since an hour before this cycle's cancel (a person's): not needed, kept."""
     clock = Clock()
-    theirs = dataclasses.replace(
+    theirs = msgspec.structs.replace(
         stale(1)[0], processing_status=CANCELING, cancel_initiated_at=clock.now() - H
     )
     client = FakeClient([theirs], clock=clock, cancel_seconds=3 * 3600)
     # The listing saw it in_progress; a person canceled it an hour ago.
-    listed = dataclasses.replace(theirs, processing_status=IN_PROGRESS, cancel_initiated_at=None)
+    listed = msgspec.structs.replace(
+        theirs, processing_status=IN_PROGRESS, cancel_initiated_at=None
+    )
 
     async def list_pages(workspace: str | None) -> AsyncIterator[list[Batch]]:
         yield [listed]

@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from reaper.models import Batch, Hold
@@ -115,7 +116,7 @@ CASES = [
     ),
     (
         "ended without ended_at",
-        replace(make_batch("a", created_ago=90 * DAY), ended_at=None),
+        msgspec.structs.replace(make_batch("a", created_ago=90 * DAY), ended_at=None),
         Action.KEEP,
         Rule.RETAINED,
     ),

@@ -2,7 +2,7 @@
 
 A first run lists a million batches, 1,000 to a page. Decoding a page with ``json`` and building
 each ``Batch`` with ``Batch.from_api`` costs about 5 ms of CPU a page (5 s a million); msgspec
-decodes the same page straight into the same frozen ``Batch`` and ``RequestCounts`` dataclasses,
+decodes the same page straight into the same frozen ``Batch`` and ``RequestCounts`` Structs,
 timestamps included, in about 1.5 ms.
 
 The fast path only ever answers for a page ``Batch.from_api`` would read the same way: anything
@@ -64,7 +64,7 @@ def fast_listing(
         _ROWS.decode(content)  # both failure tallies present on every row
     except msgspec.MsgspecError:
         return None
-    set_field = object.__setattr__
+    set_field = msgspec.structs.force_setattr
     for batch in listing.data:
         expires, ended = batch.expires_at, batch.ended_at
         canceled, archived = batch.cancel_initiated_at, batch.archived_at
@@ -79,7 +79,7 @@ def fast_listing(
             return None
         if batch.workspace is not workspace:
             # The workspace is the listing's, never the answer's: set on a Batch no one else has
-            # seen yet (the dataclass is frozen for everyone after this).
+            # seen yet (the Struct is frozen for everyone after this).
             set_field(batch, "workspace", workspace)
     return listing.data, listing.has_more, listing.last_id
 
