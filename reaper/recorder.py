@@ -119,6 +119,8 @@ class Recorder:
         self.redact = redact
         self.progress = progress
         self._ledger_warned: set[str] = set()
+        # One line per action: bound once (as logging is configured now), not once per line.
+        self._actions_log = log.bind()
 
     # -- the plan ------------------------------------------------------------------------------
 
@@ -361,7 +363,7 @@ class Recorder:
 
     def _log(self, d: Decision, outcome: ActionOutcome, **fields: object) -> None:
         age = (self.now() - d.batch.created_at).total_seconds()
-        log.info(
+        self._actions_log.info(
             f"batch.{d.action.value}",
             id=d.batch.id,
             rule=d.rule.value,

@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "reaper.metrics",
         "reaper.logs",
+        "reaper.redaction",
         "reaper.ratelimit",
         "reaper.retry",
         "reaper.cronspec",
