@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -133,6 +135,7 @@ class Policy:
 # tuples sort natively in priority order (cancels first, then the most overdue; the id settles
 # ties so the order never depends on the listing's; seq makes every entry distinct).
 _Entry: TypeAlias = tuple[int, datetime, str, int, Rule, Batch]
+_RULE_OF_ENTRY: Callable[[_Entry], Rule] = operator.itemgetter(4)
 
 
 def _decision(entry: _Entry) -> Decision:
@@ -180,6 +183,7 @@ class Planner:
         # The buffer is cut back to the cap when it holds a quarter more: peak memory 1.25 x cap.
         self._limit = self._cap + max(self._cap // 4, 16)
         self._actions: list[_Entry] = []
+        self._in_order = 0  # how many of _actions, from the front, are already sorted
         self._deferred: dict[tuple[Action, Rule], int] = {}
         self._sample: list[_Entry] = []
         self._unknown: list[tuple[datetime, str, Batch]] = []
@@ -290,13 +294,21 @@ class Planner:
     def _cut(self) -> None:
         """Keep the cap's most urgent actions; count the rest as deferred, sample the first."""
         actions, cap = self._actions, self._cap
+        # The front is the last cut's survivors, already in order: sort only what came since,
+        # then one more sort sees two ascending runs and merges them in linear time. (Sorting
+        # the whole buffer every cut was half of the planner's time on a first run.)
+        tail = actions[self._in_order :]
+        tail.sort()
+        actions[self._in_order :] = tail
         actions.sort()
         cut = actions[cap:]
         del actions[cap:]
+        self._in_order = len(actions)
         deferred = self._deferred
-        for kind, _, _, _, rule, _ in cut:
-            key = (Action.CANCEL if kind == 0 else Action.DELETE, rule)
-            deferred[key] = deferred.get(key, 0) + 1
+        # Counted by rule in C (a rule has one action: stale cancels, the rest delete).
+        for rule, n in Counter(map(_RULE_OF_ENTRY, cut)).items():
+            key = (RULE_ACTION[rule], rule)
+            deferred[key] = deferred.get(key, 0) + n
         self._sample = heapq.nsmallest(SAMPLE_SIZE, itertools.chain(self._sample, cut))
 
     def _keep(self, rule: Rule, batch: Batch) -> None:
