@@ -69,11 +69,37 @@ class ListingChecker:
     def check_page(self, page: Iterable[Batch]) -> None:
         """Check the next page's rows in order; raise ListingRejected at the first bad one."""
         self.pages += 1
-        self._previous_page = frozenset(self._current_page)
-        self._current_page = set()
+        previous = self._previous_page = frozenset(self._current_page)
+        current: set[str] = set()
+        self._current_page = current
+        latest = self._latest_allowed
+        # The common row (a new id, strictly older than the one before, not in the future) is
+        # checked inline: this runs once per listed batch. Anything else (a tie, a repeat, a row
+        # out of order or in the future) goes through _check_row, which decides and names it;
+        # the state is handed over to it and taken back. ``last`` stands for ``{last}`` as the
+        # ids at the lowest created_at, so the common row builds no set.
+        lowest, at_lowest, last = self._lowest, self._ids_at_lowest, ""
+        rows = 0
         for batch in page:
-            self._check_row(batch)
-            self.rows += 1
+            batch_id, created = batch.id, batch.created_at
+            if (
+                batch_id in current
+                or batch_id in previous
+                or (lowest is not None and created >= lowest)
+                or (latest is not None and created > latest)
+            ):
+                self._lowest, self._ids_at_lowest = lowest, ({last} if last else at_lowest)
+                self.rows += rows
+                rows = 0
+                self._check_row(batch)  # raises, or records a tie
+                self.rows += 1
+                lowest, at_lowest, last = self._lowest, self._ids_at_lowest, ""
+                continue
+            lowest, last = created, batch_id
+            current.add(batch_id)
+            rows += 1
+        self._lowest, self._ids_at_lowest = lowest, ({last} if last else at_lowest)
+        self.rows += rows
 
     def _check_row(self, batch: Batch) -> None:
         created = batch.created_at

@@ -241,3 +241,37 @@ def test_never_and_a_missing_or_bad_header_check_nothing() -> None:
 def test_every_http_date_form_parses_to_utc(value: str) -> None:
     """IMF-fixdate and the two obsolete forms HTTP recipients must accept (RFC 9110)."""
     assert parse_http_date(value) == NOW
+
+
+def row_by_row(pages: list[list[Batch]]) -> tuple[str, str] | None:
+    """The checker as it was before check_page's inline loop: every row through _check_row."""
+    checker = ListingChecker(now=NOW, max_clock_skew=SKEW)
+    try:
+        for page in pages:
+            checker.pages += 1
+            checker._previous_page = frozenset(checker._current_page)
+            checker._current_page = set()
+            for batch in page:
+                checker._check_row(batch)
+                checker.rows += 1
+    except ListingRejected as exc:
+        return exc.reason, str(exc)
+    return None
+
+
+@given(faulty_listings(), st.lists(st.integers(min_value=0, max_value=7), max_size=8))
+def test_the_inline_loop_names_the_same_row_and_reason_as_row_by_row(
+    rows: list[Batch], sizes: list[int]
+) -> None:
+    """check_page's common-row shortcut changes nothing: same reason, same message (page, row)."""
+    pages = paginate(rows, sizes)
+    checker = ListingChecker(now=NOW, max_clock_skew=SKEW)
+    found = None
+    try:
+        for page in pages:
+            checker.check_page(page)
+    except ListingRejected as exc:
+        found = exc.reason, str(exc)
+    assert found == row_by_row(pages)
+    if found is None:
+        assert checker.rows == len(rows)
