@@ -141,7 +141,7 @@ async def archive_once(args: argparse.Namespace) -> dict[str, Any]:
             id=BATCH_ID,
             processing_status="ended",
             created_at=now - timedelta(days=8),
-            request_counts=RequestCounts(succeeded=args.lines),
+            request_counts=RequestCounts(succeeded=args.lines, errored=0, expired=0),
             ended_at=now - timedelta(days=7),
             results_url=f"/v1/messages/batches/{BATCH_ID}/results",
         )

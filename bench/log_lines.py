@@ -44,7 +44,7 @@ def deletes(count: int) -> Plan:
             id=f"msgbatch_01{i:024d}",
             processing_status="ended",
             created_at=created,
-            request_counts=RequestCounts(succeeded=10),
+            request_counts=RequestCounts(succeeded=10, errored=0, expired=0),
             expires_at=created + timedelta(hours=24),
             ended_at=created + timedelta(days=2),
             cancel_initiated_at=None,

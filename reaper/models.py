@@ -62,14 +62,20 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class RequestCounts(msgspec.Struct, frozen=True, gc=False):  # gc=False: see the module's text
-    """Tallies of a batch's requests by state; only ``processing`` is non-zero until it ends."""
+class RequestCounts(msgspec.Struct, frozen=True, gc=False, kw_only=True):  # gc: module text
+    """Tallies of a batch's requests by state; only ``processing`` is non-zero until it ends.
+
+    Keyword-only, and ``errored`` and ``expired`` have no default: they choose the retention (rule
+    6 or 7), so a tally missing from the API's answer must not read as 0, or a failed batch would
+    be deleted after the shorter retention. Decoding a list page into this type
+    (``reaper.client.listed``) refuses a row without them, as ``from_api`` does.
+    """
 
     processing: int = 0
     succeeded: int = 0
-    errored: int = 0
+    errored: int
     canceled: int = 0
-    expired: int = 0
+    expired: int
 
     @property
     def total(self) -> int:
@@ -77,15 +83,13 @@ class RequestCounts(msgspec.Struct, frozen=True, gc=False):  # gc=False: see the
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> RequestCounts:
-        # errored and expired choose the retention (rule 6 or 7): a tally missing from the answer
-        # must not read as 0, or a failed batch would be deleted after the shorter retention.
-        get = data.get
+        get = data.get  # errored and expired are required (see the class's text)
         return cls(
-            int(get("processing", 0)),
-            int(get("succeeded", 0)),
-            int(data["errored"]),
-            int(get("canceled", 0)),
-            int(data["expired"]),
+            processing=int(get("processing", 0)),
+            succeeded=int(get("succeeded", 0)),
+            errored=int(data["errored"]),
+            canceled=int(get("canceled", 0)),
+            expired=int(data["expired"]),
         )
 
 

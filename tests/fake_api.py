@@ -73,7 +73,7 @@ class FakeClient:
     def end(self, batch_id: str, workspace: str | None = None) -> None:
         """End a batch now, as if its last request had just finished."""
         b = self.store[workspace][batch_id]
-        counts = RequestCounts(succeeded=b.request_counts.total)
+        counts = RequestCounts(succeeded=b.request_counts.total, errored=0, expired=0)
         self.store[workspace][batch_id] = msgspec.structs.replace(
             b, processing_status=ENDED, ended_at=self.clock.now(), request_counts=counts
         )
@@ -148,7 +148,7 @@ class FakeClient:
             return b
         if self.clock.now() - b.cancel_initiated_at < timedelta(seconds=self.cancel_seconds):
             return b
-        counts = RequestCounts(canceled=b.request_counts.total)
+        counts = RequestCounts(canceled=b.request_counts.total, errored=0, expired=0)
         ended = msgspec.structs.replace(
             b, processing_status=ENDED, ended_at=self.clock.now(), request_counts=counts
         )

@@ -134,7 +134,7 @@ def make_batch(
         results_url = f"/v1/messages/batches/{batch_id}/results"
     else:
         ended_at = None
-        counts = RequestCounts(processing=10)
+        counts = RequestCounts(processing=10, errored=0, expired=0)
         results_url = None
     return Batch(
         id=batch_id,

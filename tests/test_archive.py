@@ -235,7 +235,7 @@ async def test_archive_day_directory_uses_created_at_in_utc(
 
 async def test_zero_request_batch_archives_an_empty_file(tmp_path: Path, metrics: Metrics) -> None:
     """A batch with no requests has nothing to lose: an empty archive verifies."""
-    batch = make_batch(counts=RequestCounts())
+    batch = make_batch(counts=RequestCounts(errored=0, expired=0))
     client = FakeResultsClient()
     client.serve(batch, [])
 
@@ -251,7 +251,7 @@ async def test_crlf_blank_lines_and_last_line_without_newline_verify(
     tmp_path: Path, metrics: Metrics
 ) -> None:
     """Line endings the SDK accepts are accepted; the bytes are archived exactly as served."""
-    batch = make_batch(counts=RequestCounts(succeeded=3))
+    batch = make_batch(counts=RequestCounts(succeeded=3, errored=0, expired=0))
     lines = [result_line(n, "succeeded").rstrip(b"\n") for n in range(3)]
     body = lines[0] + b"\r\n\n" + lines[1] + b"\n" + lines[2]
     client = FakeResultsClient()
@@ -428,7 +428,7 @@ async def test_a_batch_that_has_not_ended_is_not_downloaded(
     tmp_path: Path, metrics: Metrics
 ) -> None:
     """Results of an unfinished batch do not exist yet: failed, and no request made."""
-    batch = make_batch(status=IN_PROGRESS, counts=RequestCounts(processing=4))
+    batch = make_batch(status=IN_PROGRESS, counts=RequestCounts(processing=4, errored=0, expired=0))
     client = FakeResultsClient()
 
     outcome = await make_archiver(tmp_path, metrics).archive(batch, client)
@@ -552,7 +552,7 @@ async def test_a_write_error_fails_the_archive_and_leaves_no_file(
     tmp_path: Path, metrics: Metrics, fs: FileLayer, reason: str
 ) -> None:
     """Disk full (or any write error) is an archive failure, not a crash, and nothing is left."""
-    batch = make_batch(counts=RequestCounts(succeeded=300))
+    batch = make_batch(counts=RequestCounts(succeeded=300, errored=0, expired=0))
     client = FakeResultsClient()
     client.serve(batch, split(results_body(batch.request_counts), 4096))
 
@@ -670,7 +670,7 @@ async def test_temp_files_a_crashed_run_left_are_removed(tmp_path: Path, metrics
 
 async def test_cancelling_a_download_leaves_no_file(tmp_path: Path, metrics: Metrics) -> None:
     """A shutdown cancelling the archive mid-stream removes the temp file and propagates."""
-    batch = make_batch(counts=RequestCounts(succeeded=2000))
+    batch = make_batch(counts=RequestCounts(succeeded=2000, errored=0, expired=0))
     client = FakeResultsClient()
     client.serve(batch, split(results_body(batch.request_counts), 5_000))
     started = asyncio.Event()
@@ -932,7 +932,7 @@ def test_any_chunking_of_a_valid_stream_verifies(
 @given(data=st.data())
 def test_any_chunking_of_a_short_stream_fails(data: st.DataObject) -> None:
     """Dropping any whole number of trailing lines is caught, wherever the chunks are cut."""
-    counts = RequestCounts(succeeded=6, expired=2)
+    counts = RequestCounts(succeeded=6, errored=0, expired=2)
     lines = results_body(counts).splitlines(keepends=True)
     keep = data.draw(st.integers(0, len(lines) - 1))
     body = b"".join(lines[:keep])

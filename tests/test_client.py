@@ -822,7 +822,7 @@ async def test_results_on_another_origin_are_asked_of_the_base_url_so_the_key_st
         id="msgbatch_1",
         processing_status="ended",
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
-        request_counts=RequestCounts(),
+        request_counts=RequestCounts(errored=0, expired=0),
         results_url="https://elsewhere.example/v1/messages/batches/msgbatch_1/results?x=1",
     )
     async with (

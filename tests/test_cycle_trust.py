@@ -68,7 +68,7 @@ class EndsOnItsOwn(FakeClient):
             b,
             processing_status=ENDED,
             ended_at=self.clock.now(),
-            request_counts=RequestCounts(succeeded=b.request_counts.total),
+            request_counts=RequestCounts(succeeded=b.request_counts.total, errored=0, expired=0),
         )
         self.store[workspace][batch_id] = ended
         return ended

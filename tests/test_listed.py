@@ -1,7 +1,7 @@
 """The list answer's fast path (msgspec) never disagrees with the exact one (Batch.from_api).
 
 The fast path may only decline a page; whenever it answers, it answers what ``Batch.from_api``
-reads from the same bytes. Without its checks (the failure tallies' second pass, the UTC check,
+reads from the same bytes. Without its checks (the required failure tallies, the UTC check,
 the workspace override) the property below finds a page where the two differ.
 """
 
@@ -27,7 +27,9 @@ def _row(i: int, *, ended: bool = True) -> dict[str, Any]:
         f"msgbatch_{i:024d}",
         "ended" if ended else "in_progress",
         created,
-        RequestCounts(0, 3, 1 if i % 7 == 0 else 0, 0, 0) if ended else RequestCounts(4),
+        RequestCounts(succeeded=3, errored=1 if i % 7 == 0 else 0, expired=0)
+        if ended
+        else RequestCounts(processing=4, errored=0, expired=0),
         expires_at=created + timedelta(hours=24),
         ended_at=created + timedelta(hours=1) if ended else None,
         results_url=f"http://127.0.0.1:1/v1/messages/batches/msgbatch_{i:024d}/results"

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from reaper.models import Batch, ModelError, RequestCounts, parse_time
 
+COUNT_FIELDS = ("processing", "succeeded", "errored", "canceled", "expired")
+
 
 def test_the_apis_z_form_is_read_as_utc() -> None:
     parsed = parse_time("2026-12-01T22:45:46.071234Z")
@@ -31,7 +33,10 @@ def test_a_timestamp_without_a_zone_is_refused() -> None:
 
 def test_a_bad_timestamp_fails_the_batch_naming_it() -> None:
     data = Batch(
-        "msgbatch_x", "ended", datetime(2026, 1, 1, tzinfo=UTC), RequestCounts(0, 1, 0, 0, 0)
+        "msgbatch_x",
+        "ended",
+        datetime(2026, 1, 1, tzinfo=UTC),
+        RequestCounts(succeeded=1, errored=0, expired=0),
     ).to_api()
     data["ended_at"] = "2026-01-01T00:00:00"
     with pytest.raises(ModelError, match="without a time zone"):
@@ -65,7 +70,13 @@ def test_a_batch_reads_back_field_for_field(
 ) -> None:
     """from_api(to_api(b)) is b: every field lands where it belongs, offsets or not."""
     batch = Batch(
-        "msgbatch_1", status, created, RequestCounts(*counts), *optional, results_url, workspace
+        "msgbatch_1",
+        status,
+        created,
+        RequestCounts(**dict(zip(COUNT_FIELDS, counts, strict=True))),
+        *optional,
+        results_url,
+        workspace,
     )
     assert Batch.from_api(batch.to_api(), workspace) == batch
     shifted = batch.to_api()
