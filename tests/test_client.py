@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -833,3 +834,27 @@ async def test_results_on_another_origin_are_asked_of_the_base_url_so_the_key_st
     ):
         assert [chunk async for chunk in stream] == []
     assert seen == ["http://api.test/prefix/v1/messages/batches/msgbatch_1/results?x=1"]
+
+
+@pytest.mark.anyio
+async def test_a_read_response_is_freed_without_the_cyclic_collector(clock: Clock) -> None:
+    """A list page's body is freed as soon as the page is read, not when the collector runs.
+
+    httpx leaves a response and its stream pointing at each other; without ``_unbind`` each
+    page's response (and its body) would wait for the cyclic collector.
+    """
+    fake = Fake(clock, page(["c", "b"], True), page(["a"], False))
+    gc.collect()
+    gc.disable()
+    try:
+        async with make_client(fake, clock, page_size=2) as client:
+            pages = [p async for p in client.list_pages(None)]
+        assert [[b.id for b in p] for p in pages] == [["c", "b"], ["a"]]
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        lingering = [o for o in gc.garbage if isinstance(o, httpx.Response)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert lingering == []
