@@ -295,8 +295,8 @@ class Planner:
         """Keep the cap's most urgent actions; count the rest as deferred, sample the first."""
         actions, cap = self._actions, self._cap
         # The front is the last cut's survivors, already in order: sort only what came since,
-        # then one more sort sees two ascending runs and merges them in linear time. (Sorting
-        # the whole buffer every cut was half of the planner's time on a first run.)
+        # then one more sort sees two ascending runs and merges them in linear time. (The cuts
+        # were half of the planner's time on a first run, when each sorted the whole buffer.)
         tail = actions[self._in_order :]
         tail.sort()
         actions[self._in_order :] = tail
