@@ -26,7 +26,7 @@ COPY requirements/ ./requirements/
 RUN python -m venv /opt/build \
     && /opt/build/bin/pip install --require-hashes --only-binary=:all: -r requirements/build.txt \
     && python -m venv --without-pip /opt/reaper \
-    && /opt/build/bin/pip --python /opt/reaper/bin/python install \
+    && /opt/build/bin/pip --python /opt/reaper/bin/python install --no-compile \
        --require-hashes --only-binary=:all: -r requirements/runtime.txt
 
 # Only what the wheel needs (.dockerignore keeps everything else out of the context).
@@ -35,9 +35,27 @@ COPY reaper ./reaper
 
 # --no-deps: the wheel is only our code; its dependencies came from the lock above.
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --no-index --wheel-dir /wheels . \
-    && /opt/build/bin/pip --python /opt/reaper/bin/python install --no-deps --no-index /wheels/*.whl \
+    && /opt/build/bin/pip --python /opt/reaper/bin/python install --no-compile --no-deps --no-index \
+       /wheels/*.whl \
     && /opt/build/bin/pip --python /opt/reaper/bin/python check \
     && /opt/reaper/bin/reaper --version
+
+# Bytecode for every module the reaper can import, made here: the container cannot write any
+# (read-only root, uid 10001, PYTHONDONTWRITEBYTECODE), so a module without valid bytecode is
+# compiled again, in memory, at every start. unchecked-hash, not pip's timestamp .pyc: the copy
+# into the runtime stage rounds mtimes to whole seconds, which left a quarter to a half of pip's
+# .pyc stale (their recorded mtime no longer matched); a hash-based .pyc records no mtime, so it
+# stays valid, and the same sources give the same bytes. Unchecked, not checked-hash: the files
+# never change, so no import needs to read and hash the source (a derived image that patches a
+# .py must recompile it). The official slim base deletes the stdlib's .pyc: compiled here too
+# (both stages use the same base, so the same files) and only their __pycache__ directories
+# copied into the runtime stage. `make image-test` fails on a module that would be recompiled.
+RUN stdlib="$(python -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
+    && python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash /opt/reaper/lib \
+    && python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash \
+       -x '/(site-packages|dist-packages|idlelib|tkinter|turtledemo|lib2to3|ensurepip)/' "$stdlib" \
+    && mkdir /opt/stdlib-bytecode \
+    && find "$stdlib" -type d -name __pycache__ -exec cp -R --parents -t /opt/stdlib-bytecode {} +
 
 # A numeric uid/gid: Kubernetes' runAsNonRoot can only verify a numeric USER. --no-log-init (no
 # lastlog) keeps a high uid from bloating the image. Made here and copied: the runtime stage runs
@@ -60,6 +78,7 @@ ENV PYTHONUNBUFFERED=1 \
 
 COPY --from=build /etc/passwd /etc/group /etc/
 COPY --from=build /opt/reaper /opt/reaper
+COPY --from=build /opt/stdlib-bytecode/ /
 
 USER 10001:10001
 WORKDIR /tmp

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import py_compile
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,3 +133,60 @@ def test_podman_times_are_read_to_the_microsecond() -> None:
     )
     with pytest.raises(check.Failure):
         check.parse_time("yesterday")
+
+
+def compile_to(source: Path, mode: py_compile.PycInvalidationMode) -> None:
+    """Compile one module into its __pycache__, as pip or compileall would."""
+    py_compile.compile(str(source), doraise=True, invalidation_mode=mode)
+
+
+def test_each_module_without_bytecode_python_would_load_is_found(tmp_path: Path) -> None:
+    """Missing or stale (the mtime, a checked hash): named; a valid .pyc of each kind: not."""
+    site = tmp_path / SITE
+    names = ("__init__", "bare", "stamp", "moved", "fixed", "edit")
+    touch(tmp_path, *(f"{SITE}/reaper/{name}.py" for name in names))
+    touch(tmp_path, f"{SITE}/idna/core.py")
+    timestamp = py_compile.PycInvalidationMode.TIMESTAMP
+    unchecked = py_compile.PycInvalidationMode.UNCHECKED_HASH
+    checked = py_compile.PycInvalidationMode.CHECKED_HASH
+    compile_to(site / "reaper/__init__.py", unchecked)
+    compile_to(site / "reaper/stamp.py", timestamp)
+    compile_to(site / "reaper/moved.py", timestamp)
+    compile_to(site / "reaper/fixed.py", unchecked)
+    compile_to(site / "reaper/edit.py", checked)
+    compile_to(site / "idna/core.py", checked)
+    # What COPY --from did to pip's .pyc: the source's mtime rounded up to the next second.
+    moved = (site / "reaper/moved.py").stat().st_mtime
+    os.utime(site / "reaper/moved.py", (moved + 1, moved + 1))
+    os.utime(site / "reaper/fixed.py", (moved + 1, moved + 1))
+    (site / "reaper/edit.py").write_text("x = 1\n")
+    found = check.bytecode_problems(tmp_path)
+    assert found == {
+        "no bytecode": [f"/{SITE}/reaper/bare.py"],
+        "stale bytecode": [f"/{SITE}/reaper/edit.py", f"/{SITE}/reaper/moved.py"],
+        "no reaper": [],
+    }
+
+
+def test_an_image_without_our_package_has_no_bytecode_to_vouch_for(tmp_path: Path) -> None:
+    """No modules at all is not a pass: the check names our missing package."""
+    touch(tmp_path, f"{SITE}/idna/__init__.py")
+    py_compile.compile(str(tmp_path / SITE / "idna/__init__.py"), doraise=True)
+    assert check.bytecode_problems(tmp_path)["no reaper"]
+
+
+def test_modules_compiled_from_source_are_read_from_python_v() -> None:
+    """`python -v` names a module compiled from source without quotes, a .pyc with them."""
+    verbose = "\n".join(
+        [
+            "# /usr/lib/python3.11/__pycache__/enum.cpython-311.pyc matches "
+            "/usr/lib/python3.11/enum.py",
+            "# code object from '/usr/lib/python3.11/__pycache__/enum.cpython-311.pyc'",
+            "# bytecode is stale for 'structlog'",
+            "# code object from /opt/reaper/lib/python3.11/site-packages/structlog/__init__.py",
+            "import 'structlog' # <_frozen_importlib_external.SourceFileLoader object at 0x7f>",
+        ]
+    )
+    assert check.compiled_from_source(verbose) == [
+        "/opt/reaper/lib/python3.11/site-packages/structlog/__init__.py"
+    ]

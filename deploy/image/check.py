@@ -12,6 +12,10 @@
    no capabilities, no privilege escalation, the key as a 0440 file owned by group fsGroup at the
    Deployment's path; the policy from config/presets/standard.env plus the overrides below; host
    networking, to reach the emulator this script serves on the host's loopback.
+4. The bytecode: the container can write none (read-only root), so every module under
+   /opt/reaper/lib must ship a .pyc that Python loads as it is (present, not stale), and
+   importing what `reaper once` and `reaper run` import must compile no module from source, the
+   standard library's included (the official slim base ships it without .pyc).
 
 podman runs with deploy/image/containers.conf and storage.conf (runc, cgroupfs, vfs, outside the
 repository). Needs root, podman, runc and debootstrap (.ci/run installs them when missing).
@@ -20,6 +24,7 @@ repository). Needs root, podman, runc and debootstrap (.ci/run installs them whe
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -27,6 +32,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -314,6 +320,59 @@ def unwanted_files(root: Path) -> dict[str, list[str]]:
     return found
 
 
+# Where the reaper's modules live in the image; the cache tag follows from "pythonX.Y".
+VENV_LIB = "opt/reaper/lib"
+# The modules `reaper once` and `reaper run` import before their first request.
+ENTRY_MODULES = "reaper.cli, reaper.commands.once, reaper.commands.run"
+
+
+def pyc_problem(source: Path, pyc: Path, cache_tag: str) -> str | None:
+    """Why Python would compile `source` again instead of loading `pyc` (PEP 552), or None."""
+    if not pyc.exists():
+        return "no bytecode"
+    header = pyc.read_bytes()[:16]
+    if len(header) < 16:
+        return "stale bytecode"
+    same_python = cache_tag == sys.implementation.cache_tag
+    if same_python and header[:4] != importlib.util.MAGIC_NUMBER:
+        return "stale bytecode"
+    (flags,) = struct.unpack("<I", header[4:8])
+    if flags == 0b01:  # unchecked hash: loaded whatever the source says
+        return None
+    if flags == 0b11:  # checked hash: the source's hash must match
+        if same_python and header[8:16] != importlib.util.source_hash(source.read_bytes()):
+            return "stale bytecode"
+        return None
+    if flags != 0:
+        return "stale bytecode"
+    mtime, size = struct.unpack("<II", header[8:16])
+    stat = source.stat()
+    if (mtime, size) != (int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size & 0xFFFFFFFF):
+        return "stale bytecode"  # e.g. COPY --from rounded the source's mtime to a second
+    return None
+
+
+def bytecode_problems(root: Path) -> dict[str, list[str]]:
+    """Every module under /opt/reaper/lib without a .pyc Python would load as it is."""
+    found: dict[str, list[str]] = {"no bytecode": [], "stale bytecode": [], "no reaper": []}
+    sites = sorted((root / VENV_LIB).glob("python3.*/site-packages"))
+    if not any((site / "reaper" / "__init__.py").exists() for site in sites):
+        found["no reaper"].append(f"/{VENV_LIB}/python3.*/site-packages/reaper")
+    for site in sites:
+        cache_tag = "cpython-" + site.parent.name.removeprefix("python").replace(".", "")
+        for source in sorted(site.rglob("*.py")):
+            pyc = source.parent / "__pycache__" / f"{source.stem}.{cache_tag}.pyc"
+            problem = pyc_problem(source, pyc, cache_tag)
+            if problem:
+                found[problem].append(f"/{source.relative_to(root).as_posix()}")
+    return found
+
+
+def compiled_from_source(verbose: str) -> list[str]:
+    """The modules `python -v` says it compiled from their source rather than loaded from .pyc."""
+    return re.findall(r"^# code object from (/\S+\.py)$", verbose, re.MULTILINE)
+
+
 def check_image(pod: Pod) -> int:
     """The image's settings and contents (read from its mounted layers); return its size."""
     (info,) = json.loads(podman("image", "inspect", IMAGE).stdout)
@@ -325,12 +384,22 @@ def check_image(pod: Pod) -> int:
     root = Path(podman("image", "mount", IMAGE).stdout.strip())
     try:
         found = unwanted_files(root)
+        bytecode = bytecode_problems(root)
     finally:
         podman("image", "unmount", IMAGE, check=False)
     bad = {what: paths for what, paths in found.items() if paths}
     if bad:
         raise Failure(f"the image holds what it should not: {bad}")
     say(f"ok: USER {user}, HEALTHCHECK kept; no compiler, pip cache, wheel, test or bench file")
+    missing = {what: paths for what, paths in bytecode.items() if paths}
+    if missing:
+        counts = {what: len(paths) for what, paths in missing.items()}
+        shown = {what: paths[:5] for what, paths in missing.items()}
+        raise Failure(
+            f"modules under /{VENV_LIB} would be compiled at every start (read-only root): "
+            f"{counts}, e.g. {shown}"
+        )
+    say(f"ok: every module under /{VENV_LIB} ships bytecode Python loads as it is")
     size: int = info["Size"]
     return size
 
@@ -461,6 +530,29 @@ def check_once(pod: Pod, key_dir: Path, url: str, ids: dict[str, str]) -> None:
     say(f"ok: `once` (exit 0, no key printed) made exactly {sorted(done)}; kept the other three")
 
 
+def check_bytecode_loaded(pod: Pod, key_dir: Path) -> None:
+    """Importing what `once` and `run` import, as the pod runs, compiles nothing from source."""
+    result = podman(
+        "run",
+        "--rm",
+        "--no-healthcheck",
+        *pod.run_flags(key_dir),
+        "--entrypoint=python",
+        IMAGE,
+        "-v",
+        "-c",
+        f"import {ENTRY_MODULES}",
+    )
+    compiled = compiled_from_source(result.stderr)
+    if compiled:
+        raise Failure(
+            f"importing {ENTRY_MODULES} compiles {len(compiled)} modules from source at every "
+            f"start (no valid .pyc; the read-only root keeps none), e.g. {compiled[:10]}"
+        )
+    loaded = len(re.findall(r"^# code object from '\S+\.pyc'$", result.stderr, re.MULTILINE))
+    say(f"ok: importing {ENTRY_MODULES} loads {loaded} modules from .pyc, compiles none")
+
+
 PROBE = r"""
 import json, os, time, urllib.request, urllib.error
 base = "http://127.0.0.1:%s" % os.environ["REAPER_METRICS_PORT"]
@@ -574,6 +666,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="reaper-image-test-") as temporary:
             work = Path(temporary)
             key_dir = write_key(pod, work / "secret")
+            check_bytecode_loaded(pod, key_dir)
             with emulator(work) as (url, ids):
                 check_once(pod, key_dir, url, ids)
                 check_run(pod, key_dir, url, version)
