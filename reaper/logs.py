@@ -260,9 +260,24 @@ class _UtcTimestamp:
         return event_dict
 
 
+def _merge_context_in_order(
+    _logger: object, _method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """``structlog.contextvars.merge_contextvars``, with the bound keys in a fixed order.
+
+    structlog merges them in the order of the interpreter's context mapping, which follows each
+    process's hash seed: ``cycle_id`` and ``workspace`` swapped places from one run to the next.
+    Sorted by name, every line of every run has them in the same place. A key of the call wins.
+    """
+    context = structlog.contextvars.get_contextvars()
+    for key in sorted(context):
+        event_dict.setdefault(key, context[key])
+    return event_dict
+
+
 def _shared_processors() -> list[Processor]:
     return [
-        structlog.contextvars.merge_contextvars,
+        _merge_context_in_order,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         _UtcTimestamp(),

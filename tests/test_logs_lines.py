@@ -11,7 +11,10 @@ import io
 import json
 import logging
 import math
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -312,3 +315,34 @@ def test_timestamps_are_written_as_timestamper_writes_them(instants: list[int]) 
         when = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
         expected = when.isoformat().replace("+00:00", "Z")
         assert stamp(None, "info", {}) == {"timestamp": expected}
+
+
+_ORDER_PROBE = """
+import io, structlog
+from reaper.logs import configure_logging
+out = io.StringIO()
+configure_logging("info", "json", secrets=[], stream=out)
+structlog.contextvars.bind_contextvars(workspace="wrkspc_1")
+structlog.contextvars.bind_contextvars(cycle_id="c0ffee42")
+structlog.get_logger("reaper.cycle").info("cycle.started")
+print(out.getvalue().strip())
+"""
+
+
+def test_bound_keys_are_in_the_same_order_whatever_the_hash_seed() -> None:
+    """cycle_id and workspace sit in the same place in every process (sorted by name).
+
+    Without the sorted merge, hash seeds 1 and 2 put workspace before cycle_id, 0 and 3 after.
+    """
+    orders = set()
+    for seed in ("0", "1", "2", "3", "4", "5"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        line = subprocess.run(
+            [sys.executable, "-c", _ORDER_PROBE],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        orders.add(tuple(json.loads(line)))
+    assert orders == {("timestamp", "level", "event", "cycle_id", "workspace", "logger")}
