@@ -26,6 +26,7 @@ from reaper.emulator.clock import system_clock
 from reaper.emulator.harness import new_state, running_emulator
 from reaper.emulator.state import EmulatorState
 from reaper.models import ENDED, Batch, RequestCounts, format_time
+from reaper.redaction import MIN_SECRET_FRAGMENT, REDACTED
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -232,3 +233,23 @@ def run_reaper(
         timeout=timeout,
         check=False,
     )
+
+
+def mask_by_full_scan(secret: str, text: str) -> str:
+    """The reference masking: test every 8-character window of ``text`` against ``secret``'s,
+    and replace each run of covered characters with one ``REDACTED`` (overlaps merged)."""
+    fragments = {secret[i : i + MIN_SECRET_FRAGMENT] for i in range(len(secret) - 7)}
+    covered = [False] * len(text)
+    for i in range(len(text) - MIN_SECRET_FRAGMENT + 1):
+        if text[i : i + MIN_SECRET_FRAGMENT] in fragments:
+            covered[i : i + MIN_SECRET_FRAGMENT] = [True] * MIN_SECRET_FRAGMENT
+    out, i = [], 0
+    while i < len(text):
+        if covered[i]:
+            while i < len(text) and covered[i]:
+                i += 1
+            out.append(REDACTED)
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)

@@ -25,6 +25,7 @@ from reaper.logs import (
     redacted_output,
     reset_logging,
 )
+from tests.helpers import mask_by_full_scan
 
 CANARY = "sk-ant-api03-CANARY0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH-zz99"
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -255,25 +256,6 @@ def test_redacted_output_masks_every_printed_line_and_restores_the_streams(
     assert REDACTED in err
 
 
-def _mask_by_full_scan(secret: str, text: str) -> str:
-    """The reference: test every 8-character window of ``text``, merge overlapping ones."""
-    fragments = {secret[i : i + MIN_SECRET_FRAGMENT] for i in range(len(secret) - 7)}
-    covered = [False] * len(text)
-    for i in range(len(text) - MIN_SECRET_FRAGMENT + 1):
-        if text[i : i + MIN_SECRET_FRAGMENT] in fragments:
-            covered[i : i + MIN_SECRET_FRAGMENT] = [True] * MIN_SECRET_FRAGMENT
-    out, i = [], 0
-    while i < len(text):
-        if covered[i]:
-            while i < len(text) and covered[i]:
-                i += 1
-            out.append(REDACTED)
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
 @settings(max_examples=300, deadline=None)
 @given(
     secret=st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_0123456789", min_size=8, max_size=40),
@@ -288,7 +270,7 @@ def _mask_by_full_scan(secret: str, text: str) -> str:
 def test_redactor_masks_exactly_what_a_full_scan_would(secret: str, pieces: list[Any]) -> None:
     """The pre-check that skips most lines never lets a fragment through, wherever it sits."""
     text = "".join(p if isinstance(p, str) else secret[p[0] : p[0] + p[1]] for p in pieces)
-    assert Redactor([secret])._mask_fragments(text) == _mask_by_full_scan(secret, text)
+    assert Redactor([secret])._mask_fragments(text) == mask_by_full_scan(secret, text)
 
 
 @pytest.mark.parametrize("offset", range(12))

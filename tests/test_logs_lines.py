@@ -38,7 +38,7 @@ from reaper.outcomes import ActionOutcome
 from reaper.policy import Policy, plan
 from reaper.recorder import Recorder, Tally
 from reaper.redaction import _CREDENTIAL_PATTERNS
-from tests.helpers import T0, make_batch
+from tests.helpers import T0, make_batch, mask_by_full_scan
 
 KEY = "sk-ant-api03-Zq9Wm4Xr7Ty2Lp5Nv8BcDEFGhijkLMNOP-qrstuvwxyz0123456789"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z")
@@ -250,22 +250,7 @@ def test_render_json_is_json_dumps(event_dict: dict[str, Any]) -> None:
 
 def _redact_plainly(secret: str, text: str) -> str:
     """The reference: mask the secret, every window of 8 of its characters, then the patterns."""
-    text = text.replace(secret, REDACTED)
-    fragments = {secret[i : i + MIN_SECRET_FRAGMENT] for i in range(len(secret) - 7)}
-    covered = [False] * len(text)
-    for i in range(len(text) - MIN_SECRET_FRAGMENT + 1):
-        if text[i : i + MIN_SECRET_FRAGMENT] in fragments:
-            covered[i : i + MIN_SECRET_FRAGMENT] = [True] * MIN_SECRET_FRAGMENT
-    out, i = [], 0
-    while i < len(text):
-        if covered[i]:
-            while i < len(text) and covered[i]:
-                i += 1
-            out.append(REDACTED)
-        else:
-            out.append(text[i])
-            i += 1
-    text = "".join(out)
+    text = mask_by_full_scan(secret, text.replace(secret, REDACTED))
     for pattern in _CREDENTIAL_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
     return text
