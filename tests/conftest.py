@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
+
 import pytest
 
+from reaper.client import BatchClient
+from reaper.emulator.harness import new_state, running_emulator
+from reaper.emulator.state import EmulatorState
 from reaper.metrics import Metrics
 from tests.helpers import Clock
 
@@ -27,3 +32,19 @@ def metrics() -> Metrics:
 def clock() -> Clock:
     """Give each test a fresh manual clock (tests.helpers.Clock) at T0."""
     return Clock()
+
+
+@pytest.fixture
+def emulator() -> Iterator[tuple[str, EmulatorState]]:
+    """An emulator with its defaults on 127.0.0.1: its base URL and state (a file may define
+    its own ``emulator`` with other seeds or faults)."""
+    with running_emulator(new_state()) as served:
+        yield served
+
+
+@pytest.fixture
+async def client(emulator: tuple[str, EmulatorState]) -> AsyncIterator[BatchClient]:
+    """A BatchClient on ``emulator`` that retries once (key ``sk-test``, default pacing)."""
+    base_url, _ = emulator
+    async with BatchClient(api_key="sk-test", base_url=base_url, max_retries=1) as api:
+        yield api

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -25,7 +24,6 @@ from reaper.archive_sink import FileLayer
 from reaper.client import BatchClient
 from reaper.commands.once import run_once
 from reaper.cycle import build_archive_ahead, run_cycle
-from reaper.emulator.harness import new_state, running_emulator
 from reaper.emulator.state import EmulatorState
 from reaper.ledger import FileLedger, ledger_path
 from reaper.metrics import Metrics
@@ -37,19 +35,6 @@ pytestmark = pytest.mark.anyio
 
 CLEAN = {"succeeded": 47, "canceled": 3}  # rule 7 (7 days)
 FAILED = {"succeeded": 40, "errored": 6, "canceled": 3, "expired": 1}  # rule 6 (30 days)
-
-
-@pytest.fixture
-def emulator() -> Iterator[tuple[str, EmulatorState]]:
-    with running_emulator(new_state()) as served:
-        yield served
-
-
-@pytest.fixture
-async def client(emulator: tuple[str, EmulatorState]) -> AsyncIterator[BatchClient]:
-    base_url, _ = emulator
-    async with BatchClient(api_key="sk-test", base_url=base_url, max_retries=1) as api:
-        yield api
 
 
 def seed(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +15,6 @@ from reaper.archive import Archiver, Outcome, sidecar_path
 from reaper.client import BatchClient
 from reaper.cycle import run_cycle
 from reaper.emulator.faults import Faults
-from reaper.emulator.harness import new_state, running_emulator
 from reaper.emulator.state import EmulatorState
 from reaper.metrics import Metrics
 from reaper.models import format_time
@@ -26,19 +24,6 @@ from tests.test_archive import DiskFull, archive_count, files_under
 pytestmark = pytest.mark.anyio
 
 COUNTS = {"processing": 0, "succeeded": 40, "errored": 6, "canceled": 3, "expired": 1}
-
-
-@pytest.fixture
-def emulator() -> Iterator[tuple[str, EmulatorState]]:
-    with running_emulator(new_state()) as served:
-        yield served
-
-
-@pytest.fixture
-async def client(emulator: tuple[str, EmulatorState]) -> AsyncIterator[BatchClient]:
-    base_url, _ = emulator
-    async with BatchClient(api_key="sk-test", base_url=base_url, max_retries=1) as api:
-        yield api
 
 
 def seed(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +21,6 @@ import pytest
 from reaper.archive import ArchiveOutcome, Archiver, ResultsClient
 from reaper.client import BatchClient
 from reaper.cycle import run_cycle
-from reaper.emulator.harness import new_state, running_emulator
 from reaper.emulator.state import EmulatorState
 from reaper.ledger import FileLedger
 from reaper.metrics import Metrics
@@ -35,12 +34,6 @@ DAYS = 40
 PER_DAY = 4
 CLEAN = {"succeeded": 20}
 FAILED = {"succeeded": 15, "errored": 4, "expired": 1}
-
-
-@pytest.fixture
-def emulator() -> Iterator[tuple[str, EmulatorState]]:
-    with running_emulator(new_state()) as served:
-        yield served
 
 
 @pytest.fixture
