@@ -225,9 +225,16 @@ def run_reaper(
         "REAPER_MAX_RETRIES": "1",
         **env,
     }
+    return run_command(list(args), environ, timeout)
+
+
+def run_command(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m reaper ARGS`` with exactly ``env`` to completion; return what it did."""
     return subprocess.run(
         [sys.executable, "-m", "reaper", *args],
-        env=environ,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,

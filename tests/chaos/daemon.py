@@ -47,20 +47,6 @@ def command_env(base_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_command(
-    args: list[str], env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run ``reaper ARGS`` to completion; return its exit code and output."""
-    return subprocess.run(
-        [sys.executable, "-m", "reaper", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @dataclass
 class Daemon:
     """A running `reaper run` process and the files its output goes to."""

@@ -28,8 +28,8 @@ from reaper.models import Batch, ModelError
 from reaper.settings import KNOWN_VARIABLES
 from tests.chaos import population as pop
 from tests.chaos.conftest import KEY, leaks
-from tests.chaos.daemon import command_env, run_command
-from tests.helpers import make_batch
+from tests.chaos.daemon import command_env
+from tests.helpers import make_batch, run_command
 from tests.loopback import free_port
 
 # One bad value per variable; {tmp} is a directory of the test's own, {file} a file in it.

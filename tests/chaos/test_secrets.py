@@ -32,8 +32,9 @@ from reaper.logs import REDACTED, configure_logging, reset_logging
 from reaper.metrics import Metrics
 from tests.chaos import population as pop
 from tests.chaos.conftest import KEY, chaos_emulator, chaos_settings, leaks
-from tests.chaos.daemon import command_env, run_command
+from tests.chaos.daemon import command_env
 from tests.chaos.proxy import ProxyFaults, chaos_proxy
+from tests.helpers import run_command
 from tests.loopback import spawned
 
 pytestmark = pytest.mark.anyio
