@@ -13,16 +13,20 @@ from typing import Any, Final
 
 from reaper.durations import format_age
 from reaper.explain import Explanation, rule_number, stop_text
+from reaper.metrics import workspace_label
 from reaper.models import KNOWN_STATUSES, format_time
 from reaper.policy import Action, Decision, Plan, Rule, StopReason
 
 _ACTION_ORDER: Final = {Action.CANCEL: 0, Action.DELETE: 1, Action.KEEP: 2}
-DEFAULT_WORKSPACE_LABEL: Final = "default"
 
 
 def workspace_name(workspace: str | None) -> str:
-    """Return how people see a workspace: its id, or ``default`` for the key's own."""
-    return workspace if workspace is not None else DEFAULT_WORKSPACE_LABEL
+    """Return how people see a workspace: its id, or ``default`` for the key's own.
+
+    The same name the metrics label it with (an empty id is never configured:
+    REAPER_WORKSPACE_IDS drops it).
+    """
+    return workspace_label(workspace)
 
 
 def _time(value: datetime | None) -> str | None:
